@@ -1,0 +1,3 @@
+from synth2real.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""The one interface every translation method implements.
+
+A method is *prepared* once from the references (real images, with label maps when the
+user has them), then *applied* to each synthetic ``(image, label)`` pair, returning an
+image of exactly the same size. Parameters are plain ``__init__`` arguments, documented
+in the class docstring (``Args:`` section) with their defaults; the registry reads them
+from there, so the CLI, presets and docs cannot drift from the code.
+
+Shapes: ``image`` is ``HxWx3 uint8 RGB``; ``label`` is ``HxW uint8`` class indices with
+``classes.ignore_index`` for pixels of no class.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from synth2real.data.classes import ClassSpec
+from synth2real.errors import ConfigError
+
+
+@dataclass
+class References:
+    """The real reference images a method adapts towards.
+
+    Attributes:
+        images: ``HxWx3 uint8`` RGB images (sizes may differ from each other).
+        labels: one ``HxW uint8`` label map per image, or ``None`` where unlabelled.
+        names: a name per image (recorded in the manifest).
+        classes: the class spec the label maps use (the content's class spec).
+        predicted: ``True`` for each label map that was predicted by a model rather
+            than drawn by a person (recorded in the manifest and the report).
+    """
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray | None]
+    names: list[str]
+    classes: ClassSpec
+    predicted: list[bool] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise ConfigError("at least one reference image is needed")
+        if len(self.labels) != len(self.images) or len(self.names) != len(self.images):
+            raise ConfigError("references: images, labels and names differ in length")
+        if not self.predicted:
+            self.predicted = [False] * len(self.images)
+        for name, img, lab in zip(self.names, self.images, self.labels, strict=True):
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ConfigError(f"reference {name}: expected HxWx3 uint8, got {img.shape} {img.dtype}")
+            if lab is not None and lab.shape != img.shape[:2]:
+                raise ConfigError(
+                    f"reference {name}: label map {lab.shape} differs from image {img.shape[:2]}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def labelled(self) -> bool:
+        """True when every reference has a label map."""
+        return all(lab is not None for lab in self.labels)
+
+    def class_frequencies(self) -> np.ndarray:
+        """``len x num_classes`` pixel shares per reference (zeros where unlabelled)."""
+        k = self.classes.num_classes
+        out = np.zeros((len(self), k), dtype=np.float64)
+        for i, lab in enumerate(self.labels):
+            if lab is None:
+                continue
+            counts = np.bincount(lab.ravel(), minlength=256)[:k]
+            total = counts.sum()
+            if total:
+                out[i] = counts / total
+        return out
+
+
+class Method(ABC):
+    """Base class of every translation method (classical or diffusion).
+
+    Subclasses document their parameters in an ``Args:`` docstring section, store them in
+    ``__init__``, and implement :meth:`apply`. Class attributes say what the method needs.
+    """
+
+    #: registry name, set by :func:`~synth2real.methods.registry.register`.
+    name: ClassVar[str] = ""
+    #: True when the method needs label maps of the references (class-wise methods).
+    needs_reference_labels: ClassVar[bool] = False
+    #: True when the method needs a GPU to be practical (diffusion).
+    needs_gpu: ClassVar[bool] = False
+    #: How many content images :meth:`apply_batch` should receive at once.
+    batch_size: int = 1
+
+    def __init__(self) -> None:
+        self.references: References | None = None
+
+    # -- life cycle --------------------------------------------------------------------
+    def prepare(self, references: References) -> None:
+        """Compute whatever depends only on the references (statistics, inversions).
+
+        Called once before the first :meth:`apply`. Subclasses that override it call
+        ``super().prepare(references)`` first.
+        """
+        if self.needs_reference_labels and not references.labelled:
+            missing = [n for n, lab in zip(references.names, references.labels, strict=True) if lab is None]
+            raise ConfigError(
+                f"method {self.name!r} is class-wise and needs a label map for every "
+                f"reference; unlabelled: {missing[:5]}. Give labelled references, use a "
+                "global method, or let synth2real predict reference labels "
+                "(--predict-reference-labels CHECKPOINT)."
+            )
+        self.references = references
+
+    @abstractmethod
+    def apply(self, image: np.ndarray, label: np.ndarray | None, ref: int) -> np.ndarray:
+        """Translate one image.
+
+        Args:
+            image: ``HxWx3 uint8`` RGB synthetic image.
+            label: its ``HxW uint8`` label map (class indices), or ``None``.
+            ref: index into the prepared references of the reference chosen for this image
+                (methods that pool all references may ignore it).
+
+        Returns:
+            ``HxWx3 uint8`` RGB image of exactly the input's size.
+        """
+
+    def apply_batch(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray | None],
+        refs: Sequence[int],
+    ) -> list[np.ndarray]:
+        """Translate several images; the default loops over :meth:`apply`."""
+        return [self.apply(im, lab, r) for im, lab, r in zip(images, labels, refs, strict=True)]
+
+    # -- introspection -----------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """The method's parameters as given to ``__init__`` (recorded in the manifest)."""
+        out = {}
+        for p in _init_params(type(self)):
+            if hasattr(self, p.name):
+                v = getattr(self, p.name)
+                out[p.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def check_prepared(self) -> References:
+        if self.references is None:
+            raise RuntimeError(f"{type(self).__name__}.prepare(references) was not called")
+        return self.references
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _init_params(cls: type) -> list[inspect.Parameter]:
+    sig = inspect.signature(cls.__init__)
+    return [
+        p
+        for p in sig.parameters.values()
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def check_output(image: np.ndarray, out: np.ndarray, method: str) -> np.ndarray:
+    """Validate a method's output against its input (same size, uint8 RGB)."""
+    if out.shape != image.shape or out.dtype != np.uint8:
+        raise RuntimeError(
+            f"method {method!r} returned {out.shape} {out.dtype} for input {image.shape} uint8"
+        )
+    return out

@@ -1,0 +1,23 @@
+"""Shared test fixtures. Tests never touch the network: the hub is forced offline here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+CRACKS = Path(os.environ.get("S2R_CRACKS", REPO.parent / "shared" / "datasets" / "cracks"))
+
+
+@pytest.fixture(scope="session")
+def cracks_root() -> Path:
+    """../shared/datasets/cracks; tests using it are skipped where it is absent."""
+    if not (CRACKS / "meta.json").is_file():
+        pytest.skip(f"cracks dataset not found at {CRACKS}")
+    return CRACKS
