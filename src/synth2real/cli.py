@@ -43,10 +43,7 @@ ClassesOpt = Annotated[
 ]
 ClassMapOpt = Annotated[
     Optional[Path],
-    typer.Option(
-        "--class-map",
-        help="Class-map YAML mapping this dataset's raw ids/colours onto your classes.",
-    ),
+    typer.Option("--class-map", help="Class-map YAML mapping this dataset's raw ids/colours onto your classes."),
 ]
 
 
@@ -58,9 +55,7 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/]: finished outputs are kept; rerun with --resume to continue"
-        )
+        console.print("[yellow]interrupted[/]: finished outputs are kept; rerun with --resume to continue")
         sys.exit(130)
 
 
