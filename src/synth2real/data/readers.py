@@ -573,7 +573,8 @@ class SuperviselyDataset(_Reader):
     parent) or a project folder (``meta.json`` + dataset folders; names are then
     ``<dataset>/<name>``). Class 0 is ``background`` (pixels no object covers), then the
     meta classes in order (a meta class titled ``background`` *is* class 0).
-    ``bitmap`` (and ``alpha_mask``), ``polygon`` (exterior minus interior holes) and
+    ``bitmap`` (and ``alpha_mask``), ``polygon`` (exterior minus interior holes, drawn
+    like the Supervisely SDK: the outline of a hole belongs to the object) and
     ``rectangle`` objects are drawn in the order listed, so later objects win where they
     overlap; other geometries (points, lines, graphs) are skipped with a warning.
 
@@ -774,11 +775,14 @@ class SuperviselyDataset(_Reader):
                 pts = obj.get("points") or {}
                 ext = np.round(np.asarray(pts.get("exterior", []), np.float64)).astype(np.int32)
                 if len(ext) >= 3:
-                    cv2.fillPoly(mask, [ext.reshape(-1, 1, 2)], 1)
+                    # one fillPoly call with the holes, as the Supervisely SDK draws it:
+                    # the pixels inside a hole stay empty, the hole's outline is drawn
+                    polys = [ext.reshape(-1, 1, 2)]
                     for hole in pts.get("interior", []) or []:
                         hp = np.round(np.asarray(hole, np.float64)).astype(np.int32)
                         if len(hp) >= 3:
-                            cv2.fillPoly(mask, [hp.reshape(-1, 1, 2)], 0)
+                            polys.append(hp.reshape(-1, 1, 2))
+                    cv2.fillPoly(mask, polys, 1)
                 else:
                     notes.append(f"object {k} ({title}): polygon with fewer than 3 points skipped")
             elif geo == "rectangle":
