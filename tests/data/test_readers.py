@@ -412,3 +412,27 @@ def test_a_folder_of_datasets_asks_for_one(tmp_path):
 
 def test_every_format_can_be_named():
     assert set(FORMATS) == {"generic", "supervisely", "cityscapes", "gta5", "camvid", "images"}
+
+
+def test_generic_masks_folder_and_label_suffixes(tmp_path):
+    root = tmp_path / "kaggle"
+    for n in ("a", "b", "c"):
+        save_png(root / "images" / f"{n}.png", rgb(2, 2))
+    save_png(root / "masks" / "a_mask.png", np.ones((2, 2), np.uint8))
+    save_png(root / "masks" / "b.png", np.zeros((2, 2), np.uint8))
+    save_png(root / "masks" / "c_gt.png", np.ones((2, 2), np.uint8))
+    ds = open_dataset(root, classes=ClassSpec(("bg", "fg")))
+    assert ds.has_labels and [s.label_path.name for s in ds] == ["a_mask.png", "b.png", "c_gt.png"]
+    assert ds.label(0).tolist() == [[1, 1], [1, 1]]
+
+
+def test_datasets_pickle_for_worker_processes(tmp_path):
+    import pickle
+
+    ds = open_dataset(make_generic(tmp_path / "g", n=2, spec=False))
+    back = pickle.loads(pickle.dumps(ds))
+    assert np.array_equal(back.label(1), ds.label(1))
+    assert back.problems == ds.problems and back.problems[0].kind == "inferred-classes"
+    sv = open_dataset(make_supervisely(tmp_path / "sv"))
+    back = pickle.loads(pickle.dumps(sv))
+    assert np.array_equal(back.label(1), sv.label(1)) and back.classes == sv.classes
