@@ -73,17 +73,29 @@ class ContrastStats:
         return mean, np.sqrt(var)
 
 
+#: a thin class has at least this share of its pixels within ``ring`` of its boundary ...
+THIN_NEAR_BOUNDARY = 0.5
+#: ... and covers at most this share of the image (the context it is set against must
+#: be the bigger part: background strips between dense cracks are not thin)
+THIN_MAX_SHARE = 0.2
+
+
+def is_thin(near: float, total: float, share: float) -> bool:
+    """The ``auto`` rule for thin classes (see :data:`THIN_NEAR_BOUNDARY`)."""
+    return total > 0 and near >= THIN_NEAR_BOUNDARY * total and share <= THIN_MAX_SHARE
+
+
 def parse_thin_classes(value: str | tuple[str, ...] | list[str]) -> str | tuple[str, ...]:
-    """``"auto"``, ``"all"``, or a tuple of class names (a comma-separated string works too)."""
+    """``"auto"`` or a tuple of class names (a comma-separated string works too)."""
     if isinstance(value, str):
         v = value.strip()
-        if v in ("auto", "all"):
+        if v == "auto":
             return v
         names = tuple(n.strip() for n in v.split(",") if n.strip())
     else:
         names = tuple(str(n) for n in value)
     if not names:
-        raise ConfigError("thin_classes: give 'auto', 'all' or class names")
+        raise ConfigError("thin_classes: give 'auto' or class names")
     return names
 
 
@@ -172,11 +184,10 @@ class ColourTransfer(Method):
 
     def _prepare_contrast(self, references: References) -> None:
         k = references.classes.num_classes
-        if self.thin_classes == "all":
-            self._thin = set(range(k))
-        elif self.thin_classes == "auto":
+        if self.thin_classes == "auto":
             near = np.zeros(k)
             total = np.zeros(k)
+            share = np.zeros(k)
             for lab in references.labels:
                 assert lab is not None
                 for c in np.unique(lab):
@@ -184,8 +195,11 @@ class ColourTransfer(Method):
                         a, n = F.thin_fraction(lab, int(c), self.ring)
                         near[c] += a
                         total[c] += n
+                        share[c] += n / lab.size / len(references)
             self._thin = {
-                c for c in range(k) if total[c] >= self.min_pixels and near[c] >= 0.5 * total[c]
+                c
+                for c in range(k)
+                if total[c] >= self.min_pixels and is_thin(near[c], total[c], share[c])
             }
             self._thin_decided = {c for c in range(k) if total[c] >= self.min_pixels}
         else:
@@ -305,7 +319,7 @@ class ColourTransfer(Method):
                     thin.append(c)
             else:  # class unseen in the references: decide on this image
                 a, n = F.thin_fraction(label, c, self.ring)
-                if n and a >= 0.5 * n:
+                if n and is_thin(a, n, n / label.size):
                     thin.append(c)
         if not thin:
             return out

@@ -50,9 +50,10 @@ class HistogramMatching(ColourTransfer):
             mapping; fewer falls back to the global mapping. Default ``64``.
         ring: half-size in pixels of the square window whose non-class pixels are a thin
             class pixel's surroundings (``class-contrast`` only). Default ``7``.
-        thin_classes: classes the contrast stage re-sets: ``auto`` (classes most of whose
-            reference pixels lie within ``ring`` pixels of their boundary), ``all``, or
-            comma-separated class names. Default ``auto``.
+        thin_classes: classes the contrast stage re-sets: ``auto`` (classes with at least
+            half their reference pixels within ``ring`` pixels of their boundary and at
+            most 20% of the reference area; decided on the image itself for classes no
+            reference holds) or comma-separated class names. Default ``auto``.
         contrast: ``match`` maps the distribution (quantiles, per LAB channel) of the
             content's class-vs-surroundings contrast onto the references'; ``preserve``
             keeps the content's contrast. Default ``match``.
