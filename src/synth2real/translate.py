@@ -341,13 +341,24 @@ def _run_info(
 
 
 def _distributed():
-    """``accelerate.PartialState`` when launched with several processes, else ``None``."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """``accelerate.PartialState`` when launched with several processes, else ``None``.
+
+    Without a GPU, accelerate needs ``cpu=True`` to join the processes (gloo backend);
+    otherwise every process would believe it is alone and translate everything.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    return state if state.num_processes > 1 else None
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes != world:
+        raise ConfigError(
+            f"WORLD_SIZE={world} but accelerate sees {state.num_processes} process(es); "
+            "launch with `accelerate launch --num_processes N -m synth2real translate ...`"
+        )
+    return state
 
 
 def translate_dataset(
