@@ -30,6 +30,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -468,7 +469,7 @@ def translate_dataset(
     writer.repair_part(shard)
 
     mine = list(range(shard[0], len(source), shard[1]))
-    done = writer.done(shard)
+    done = writer.finished()
     todo = [i for i in mine if not (names[i] in done and writer.is_written(source.samples[i]))]
     skipped = len(mine) - len(todo)
     info = {"seed": int(seed), "params": method.params(), "reference_choice": reference_choice}
@@ -546,6 +547,12 @@ def _run_pool(batches, workers, method, references, source, writer, info, record
                 nxt = next(it, None)
                 if nxt is not None:
                     pending.add(pool.submit(_process, nxt))
+    except BrokenProcessPool:
+        pool.shutdown(wait=False, cancel_futures=True)
+        # a worker died while preparing or translating: reproduce the preparation here so
+        # the user sees the real error, not "a process terminated abruptly"
+        method.prepare(references)
+        raise
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
