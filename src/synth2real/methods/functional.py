@@ -355,12 +355,14 @@ def apply_luts(image: np.ndarray, label: np.ndarray | None, luts: np.ndarray) ->
     c = image.shape[2]
     if label is None or luts.shape[0] == 1:
         return np.stack([cv2.LUT(image[..., k], luts[0, k]) for k in range(c)], axis=2)
-    base = label.astype(np.intp) << 8
-    out = np.empty_like(image)
-    for k in range(c):
-        flat = np.ascontiguousarray(luts[:, k, :]).reshape(-1)
-        out[..., k] = flat[base + image[..., k]]
-    return out
+    base = label.astype(np.intp)
+    base <<= 8
+    idx = np.empty_like(base)
+    outs = []
+    for k, chan in enumerate(cv2.split(image)):
+        np.add(base, chan, out=idx)
+        outs.append(np.take(np.ascontiguousarray(luts[:, k, :]).reshape(-1), idx))
+    return cv2.merge(outs)
 
 
 def histogram_match(image: np.ndarray, ref_hist: np.ndarray) -> np.ndarray:
