@@ -455,7 +455,8 @@ def translate_dataset(
                 advance()
     assignment = choose_references(names, references, reference_choice, seed, shares)
 
-    writer = DatasetWriter(out, source, layout)
+    protect = [("the references", references.root)] if references.root else []
+    writer = DatasetWriter(out, source, layout, protect=protect)
     run = _run_info(source, references, method, seed, reference_choice, writer.plan.layout)
     run["labels"] = writer.plan.reason
     is_main = state is None or state.is_main_process
