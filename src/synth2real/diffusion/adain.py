@@ -254,8 +254,8 @@ class TargetStats:
     """What class-wise AdaIN aims at, for each content image of a batch, at one step.
 
     Attributes:
-        mean, std: ``(B, K + 1, C)`` float32 targets per slot; slot ``K`` (no class) and
-            classes without any reference statistics hold the reference's global stats.
+        mean, std: ``(B, K + 1, C)`` float32 targets per slot (read where ``source`` is
+            0 or 1).
         source: ``(B, K + 1)`` int8: 0 = the chosen reference's own class statistics,
             1 = pooled over the other references, 2 = global (no reference has the class,
             or no class).
@@ -297,9 +297,11 @@ def classwise_adain(
     g_mean, g_std = channel_stats(xf)  # (B, C, 1, 1)
     g_mean, g_std = g_mean[:, :, 0, 0], g_std[:, :, 0, 0]
 
-    use_global = target.source == 2  # (B, K+1)
-    src_mean = torch.where(use_global[..., None], g_mean[:, None, :], mean)
-    src_std = torch.where(use_global[..., None], g_std[:, None, :], std)
+    use_global = (target.source == 2)[..., None]  # (B, K+1, 1)
+    src_mean = torch.where(use_global, g_mean[:, None, :], mean)
+    src_std = torch.where(use_global, g_std[:, None, :], std)
+    tgt_mean = torch.where(use_global, target.global_mean.float()[:, None, :], target.mean.float())
+    tgt_std = torch.where(use_global, target.global_std.float()[:, None, :], target.std.float())
 
     idx = masks.slots.reshape(b, 1, h * w).expand(b, c, h * w)
 
@@ -307,8 +309,8 @@ def classwise_adain(
         return torch.gather(t.transpose(1, 2), 2, idx).reshape(b, c, h, w)
 
     out = (xf - per_pixel(src_mean)) / (per_pixel(src_std) + sigma_offset) * (
-        per_pixel(target.std) + sigma_offset
-    ) + per_pixel(target.mean)
+        per_pixel(tgt_std) + sigma_offset
+    ) + per_pixel(tgt_mean)
     if not quirks:
         return out
     # the reference: only pixels that survive the erosion, of a class < 19 that the chosen
