@@ -104,7 +104,9 @@ def _targets(mean, std, source, gm=None, gs=None) -> TargetStats:
 def test_classwise_adain_gives_each_class_the_target_statistics(erosion):
     g = torch.Generator().manual_seed(1)
     k = 4
-    slots = torch.from_numpy(np.kron(np.array([[0, 1, 2], [3, 1, 4]]), np.ones((4, 4), np.int64)))[None]
+    slots = torch.from_numpy(np.kron(np.array([[0, 1, 2], [3, 1, 4]]), np.ones((4, 4), np.int64)))[
+        None
+    ]
     x = torch.randn(1, 4, 8, 12, generator=g) * 2 + 0.5
     masks = class_masks(slots, k, erosion)
     tm = torch.randn(1, k + 1, 4, generator=g)
@@ -170,13 +172,24 @@ def test_reference_quirks_leave_eroded_missing_and_high_classes_untouched():
     # the transformed pixels use (x - m) / (1 + s) * (1 + s') + m'
     sel = (slots[0] == 0) & kept
     xm, xs = stats_of(x[0], sel)
-    want = (x[0][:, sel] - xm[:, None]) / (1 + xs[:, None]) * (1 + ts[0, 0][:, None]) + tm[0, 0][:, None]
+    want = (x[0][:, sel] - xm[:, None]) / (1 + xs[:, None]) * (1 + ts[0, 0][:, None]) + tm[0, 0][
+        :, None
+    ]
     torch.testing.assert_close(y[0][:, sel], want, atol=1e-5, rtol=1e-5)
 
 
 def _bank(latents, slots, k, quirks=False, erosion=0):
     sch = Schedule.from_scheduler(tiny_scheduler(), 10)
-    return ReferenceBank(latents, slots, sch, 8, list(range(len(slots))), num_classes=k, erosion=erosion, quirks=quirks)
+    return ReferenceBank(
+        latents,
+        slots,
+        sch,
+        8,
+        list(range(len(slots))),
+        num_classes=k,
+        erosion=erosion,
+        quirks=quirks,
+    )
 
 
 def test_missing_class_uses_statistics_pooled_over_the_other_references():

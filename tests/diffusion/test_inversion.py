@@ -39,7 +39,9 @@ def sd15_schedule(steps: int = 50) -> Schedule:
 
 def unet_eps(unet, schedule: Schedule, emb: torch.Tensor):
     def eps_fn(x: torch.Tensor, i: int) -> torch.Tensor:
-        out = unet(x, schedule.timesteps[i], encoder_hidden_states=emb.expand(x.shape[0], -1, -1)).sample
+        out = unet(
+            x, schedule.timesteps[i], encoder_hidden_states=emb.expand(x.shape[0], -1, -1)
+        ).sample
         return schedule.to_epsilon(out, x, i)
 
     return eps_fn
@@ -92,7 +94,9 @@ def test_reconstruction_does_not_depend_on_the_noise_predictor():
 
     for eps_fn in (weird, unet_eps(tiny_unet(seed=9).eval(), sch, torch.zeros(1, 8, 8))):
         inv = edit_friendly_inversion(eps_fn, x0, sch, 5, make_generators([0]))
-        torch.testing.assert_close(ddpm_sample(eps_fn, inv.xs[0], inv.zs, sch, 5), x0, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            ddpm_sample(eps_fn, inv.xs[0], inv.zs, sch, 5), x0, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_levels_are_independent_draws_per_element():
@@ -127,7 +131,9 @@ def test_ddpm_step_is_the_posterior_mean_and_std():
 
 
 def test_v_prediction_is_converted_to_epsilon():
-    sch = Schedule(sd15_schedule().timesteps, sd15_schedule().alphas_cumprod, 0.9991, "v_prediction")
+    sch = Schedule(
+        sd15_schedule().timesteps, sd15_schedule().alphas_cumprod, 0.9991, "v_prediction"
+    )
     i = 12
     a = sch.abar(i)
     x0, e = torch.randn(5), torch.randn(5)
@@ -149,14 +155,18 @@ def test_ddim_inversion_is_exact_for_a_predictor_independent_of_x():
 
     for stop in (0, 7):
         z = ddim_inversion(eps_fn, x0, sch, stop=stop)
-        torch.testing.assert_close(ddim_sample(eps_fn, z, sch, start=stop), x0, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            ddim_sample(eps_fn, z, sch, start=stop), x0, atol=1e-4, rtol=1e-4
+        )
 
 
 @torch.no_grad()
 def test_ddim_inversion_calls_steps_from_the_last_down_to_stop():
     sch = sd15_schedule(10)
     seen = []
-    ddim_inversion(lambda x, i: seen.append(i) or torch.zeros_like(x), torch.zeros(1, 4, 2, 2), sch, stop=3)
+    ddim_inversion(
+        lambda x, i: seen.append(i) or torch.zeros_like(x), torch.zeros(1, 4, 2, 2), sch, stop=3
+    )
     assert seen == [9, 8, 7, 6, 5, 4, 3]
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synth2real.diffusion.layers import attention_layers, block_factors, select_layers, size_multiple
+from synth2real.diffusion.layers import (
+    attention_layers,
+    block_factors,
+    select_layers,
+    size_multiple,
+)
 from synth2real.diffusion.tiny import tiny_unet
 from synth2real.errors import ConfigError
 
@@ -16,7 +21,12 @@ SD15_UNET = dict(
     block_out_channels=[320, 640, 1280, 1280],
     center_input_sample=False,
     cross_attention_dim=768,
-    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    down_block_types=[
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ],
     downsample_padding=1,
     flip_sin_to_cos=True,
     freq_shift=0,
@@ -54,7 +64,9 @@ def test_sd_architecture_selects_up_blocks_2_and_3_self_attention(config):
     layers = select_layers(unet)
     keys = sorted(layer.key for layer in layers)
     assert keys == sorted(
-        f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1.processor" for b in (2, 3) for a in range(3)
+        f"up_blocks.{b}.attentions.{a}.transformer_blocks.0.attn1.processor"
+        for b in (2, 3)
+        for a in range(3)
     )
     assert {layer.factor for layer in layers} == {1, 2}
     assert all(layer.is_self and layer.part == "up" for layer in layers)
@@ -91,7 +103,9 @@ def test_factor_is_the_real_token_grid_of_each_layer():
     h, w = 8, 20
     seen = {}
     hooks = [
-        layer.module.register_forward_hook(lambda m, a, o, k=layer.key: seen.setdefault(k, a[0].shape[1]))
+        layer.module.register_forward_hook(
+            lambda m, a, o, k=layer.key: seen.setdefault(k, a[0].shape[1])
+        )
         for layer in select_layers(unet)
     ]
     with torch.no_grad():

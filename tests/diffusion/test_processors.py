@@ -61,10 +61,22 @@ def test_swap_gives_out_rows_the_style_keys_values_sharpened(sharpen):
     attn = make_attn()
     b, u, n = 2, 1, 10
     h = torch.randn(2 * b + u, n, 8)
-    st = AttentionState(mode="swap", n_out=b, n_style=u, style_of_out=torch.zeros(b, dtype=torch.long), sharpen=sharpen)
+    st = AttentionState(
+        mode="swap",
+        n_out=b,
+        n_style=u,
+        style_of_out=torch.zeros(b, dtype=torch.long),
+        sharpen=sharpen,
+    )
     got = run(attn, st, h)
     q, k, v = qkv(attn, h)
-    out = attention(q[:b], k[b : b + 1], v[b : b + 1], scale=attn.scale, sharpen=None if sharpen == 1.0 else sharpen)
+    out = attention(
+        q[:b],
+        k[b : b + 1],
+        v[b : b + 1],
+        scale=attn.scale,
+        sharpen=None if sharpen == 1.0 else sharpen,
+    )
     torch.testing.assert_close(got[:b], project_out(attn, out), atol=1e-5, rtol=1e-5)
     # style and content rows: plain self-attention, as if nothing was installed
     attn_default = make_attn()
@@ -81,11 +93,15 @@ def test_each_out_row_uses_its_own_style_row():
     attn = make_attn()
     b, u, n = 2, 2, 6
     h = torch.randn(2 * b + u, n, 8)
-    st = AttentionState(mode="swap", n_out=b, n_style=u, style_of_out=torch.tensor([1, 0]), sharpen=1.67)
+    st = AttentionState(
+        mode="swap", n_out=b, n_style=u, style_of_out=torch.tensor([1, 0]), sharpen=1.67
+    )
     got = run(attn, st, h)
     q, k, v = qkv(attn, h)
     for i, s in ((0, 1), (1, 0)):
-        out = attention(q[i : i + 1], k[b + s : b + s + 1], v[b + s : b + s + 1], scale=attn.scale, sharpen=1.67)
+        out = attention(
+            q[i : i + 1], k[b + s : b + s + 1], v[b + s : b + s + 1], scale=attn.scale, sharpen=1.67
+        )
         torch.testing.assert_close(got[i : i + 1], project_out(attn, out), atol=1e-5, rtol=1e-5)
 
 
@@ -95,12 +111,19 @@ def test_filtering_uses_the_content_rows():
     b, u, n = 2, 1, 16
     h = torch.randn(2 * b + u, n, 8)
     st = AttentionState(
-        mode="swap", n_out=b, n_style=u, style_of_out=torch.zeros(b, dtype=torch.long), filtering=True, filter_p=0.3
+        mode="swap",
+        n_out=b,
+        n_style=u,
+        style_of_out=torch.zeros(b, dtype=torch.long),
+        filtering=True,
+        filter_p=0.3,
     )
     got = run(attn, st, h)
     q, k, v = qkv(attn, h)
     c = slice(b + u, None)
-    out = filtered_attention(q[:b], k[b : b + u], v[b : b + u], q[c], k[c], v[c], p=0.3, sharpen=1.67, scale=attn.scale)
+    out = filtered_attention(
+        q[:b], k[b : b + u], v[b : b + u], q[c], k[c], v[c], p=0.3, sharpen=1.67, scale=attn.scale
+    )
     torch.testing.assert_close(got[:b], project_out(attn, out), atol=1e-5, rtol=1e-5)
     st.filtering = False
     assert not torch.allclose(run(attn, st, h)[:b], got[:b])  # the filter changed something

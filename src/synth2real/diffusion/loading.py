@@ -229,8 +229,8 @@ def _check_folder(folder: Path) -> None:
     missing = [s for s in _SUBFOLDERS if not (folder / s).is_dir()]
     if missing:
         raise ModelNotFoundError(
-            f"{folder} is not a complete diffusers model folder: missing {', '.join(missing)}/.\n"
-            + _how_to_provide(str(folder))
+            f"{folder} is not a complete diffusers model folder: missing "
+            f"{', '.join(m + '/' for m in missing)}.\n" + _how_to_provide(str(folder))
         )
 
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
@@ -433,21 +434,40 @@ class DiffusionMethod(Method):
     def apply(self, image: np.ndarray, label: np.ndarray | None, ref: int) -> np.ndarray:
         return self.apply_batch([image], [label], [ref])[0]
 
+    def reference_indices(self, ref: int) -> list[int]:
+        """References that shape the output for chosen ``ref``: all of them with class-wise
+        AdaIN (a class missing from ``ref`` takes statistics pooled over the others),
+        else ``ref`` alone."""
+        refs = self.check_prepared()
+        if self.adain == "classwise" and not self.reference_quirks:
+            return list(range(len(refs)))
+        return [ref]
+
     def apply_batch(
         self,
         images: Sequence[np.ndarray],
         labels: Sequence[np.ndarray | None],
         refs: Sequence[int],
+        seeds: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
-        """Translate several images: grouped by working size, run ``batch_size`` at a time.
+        """Translate several images: grouped by working size, ``batch_size`` at a time.
 
-        Returns ``HxWx3 uint8`` images of each label map's size (the image's size when
-        there is no label map).
+        Args:
+            images: ``HxWx3 uint8`` RGB content images (any sizes).
+            labels: their ``HxW uint8`` label maps (class-wise AdaIN needs them), or None.
+            refs: the reference index of each image.
+            seeds: one seed per image for its inversion noise (the translate runner passes
+                seeds made from the run's seed and the sample's name); None = seeds made
+                from ``seed`` and the image's pixels. Either way an image's result does
+                not depend on which images share its batch.
+
+        Returns:
+            ``HxWx3 uint8`` images of each label map's size (the image's size without one).
         """
         references = self.check_prepared()
         n = len(images)
-        if len(labels) != n or len(refs) != n:
-            raise ConfigError("apply_batch: images, labels and refs differ in length")
+        if len(labels) != n or len(refs) != n or (seeds is not None and len(seeds) != n):
+            raise ConfigError("apply_batch: images, labels, refs and seeds differ in length")
         for r in refs:
             if not 0 <= int(r) < len(references):
                 raise ConfigError(f"reference index {r} out of range (0..{len(references) - 1})")
@@ -456,6 +476,8 @@ class DiffusionMethod(Method):
                 f"method {self.name!r} uses class-wise AdaIN and needs the label map of every "
                 "content image; use a global preset (cross-image, adain-diffusion) for unlabelled data"
             )
+        if seeds is None:
+            seeds = [image_seed(self.seed, img, "content") for img in images]
         groups: dict[Size, list[int]] = {}
         for i, img in enumerate(images):
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -465,79 +487,70 @@ class DiffusionMethod(Method):
         for size, idxs in groups.items():
             for start in range(0, len(idxs), self.batch_size):
                 chunk = idxs[start : start + self.batch_size]
-                outs = self._run(
-                    size,
-                    [images[i] for i in chunk],
-                    [labels[i] for i in chunk],
-                    [int(refs[i]) for i in chunk],
+                batch = _Batch(
+                    size=size,
+                    images=[images[i] for i in chunk],
+                    labels=[labels[i] for i in chunk],
+                    refs=[int(refs[i]) for i in chunk],
+                    seeds=[int(seeds[i]) for i in chunk],
                 )
-                for i, o in zip(chunk, outs, strict=True):
-                    results[i] = o
+                for i, out in zip(chunk, self._run(batch), strict=True):
+                    results[i] = out
         return results  # type: ignore[return-value]
 
     # -- one batch -------------------------------------------------------------------------
-    def _run(
-        self, size: Size, images: list[np.ndarray], labels: list[np.ndarray | None], refs: list[int]
-    ) -> list[np.ndarray]:
+    def _run(self, batch: _Batch) -> list[np.ndarray]:
+        """Translate one batch; on out-of-memory, retry in halves (and keep the halved
+        batch size for the rest of the run)."""
         try:
-            return self._run_once(size, images, labels, refs)
+            return self._run_once(batch)
         except torch.OutOfMemoryError:
-            if len(images) == 1:
+            if len(batch) == 1:
                 raise
-            half = len(images) // 2
-            log.warning("out of memory with %d images per batch; retrying in halves", len(images))
+            half = len(batch) // 2
+            log.warning("out of memory with %d images per batch; retrying in halves", len(batch))
             self.batch_size = max(1, half)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            return self._run(size, images[:half], labels[:half], refs[:half]) + self._run(
-                size, images[half:], labels[half:], refs[half:]
-            )
+            return self._run(batch.part(0, half)) + self._run(batch.part(half, len(batch)))
 
-    def _run_once(
-        self, size: Size, images: list[np.ndarray], labels: list[np.ndarray | None], refs: list[int]
-    ) -> list[np.ndarray]:
+    def _run_once(self, batch: _Batch) -> list[np.ndarray]:
         m = self.models
-        references = self.check_prepared()
-        fitted = [_resize(img, size) for img in images]
+        fitted = [_resize(img, batch.size) for img in batch.images]
         with torch.no_grad():
             content = m.encode(_to_tensor(fitted).to(m.device))
-            latents = self._translate_latents(size, content, images, labels, refs)
+            latents = self._translate_latents(batch, content)
             if not bool(torch.isfinite(latents).all()):
                 if m.dtype == torch.float32:
                     raise NonFiniteError(
-                        f"{self.name}: the UNet produced NaN/inf latents even in float32"
+                        f"{self.name}: the UNet produced NaN/inf latents in float32"
                     )
-                note = f"{self.name}: NaN/inf latents with the UNet in {m.dtype}; the UNet now runs in float32"
+                note = (
+                    f"{self.name}: NaN/inf latents with the UNet in {m.dtype}; "
+                    "redone in float32, and the UNet stays in float32 for this run"
+                )
                 log.warning(note)
                 m.notes.append(note)
                 m.to_dtype(torch.float32)
-                latents = self._translate_latents(size, content, images, labels, refs)
+                latents = self._translate_latents(batch, content)
                 if not bool(torch.isfinite(latents).all()):
                     raise NonFiniteError(
-                        f"{self.name}: the UNet produced NaN/inf latents even in float32"
+                        f"{self.name}: the UNet produced NaN/inf latents in float32"
                     )
             outs = []
-            for b, img in enumerate(images):
+            for b, img in enumerate(batch.images):
                 dec = _to_uint8(m.decode(latents[b : b + 1])[0])
-                lab = labels[b]
+                lab = batch.labels[b]
                 oh, ow = lab.shape if lab is not None else img.shape[:2]
                 outs.append(_resize(dec, (oh, ow)))
-        del references
         return outs
 
-    def _translate_latents(
-        self,
-        size: Size,
-        content: torch.Tensor,
-        images: list[np.ndarray],
-        labels: list[np.ndarray | None],
-        refs: list[int],
-    ) -> torch.Tensor:
+    def _translate_latents(self, batch: _Batch, content: torch.Tensor) -> torch.Tensor:
         m = self.models
         references = self.check_prepared()
         if self.pipeline == "styleid":
-            ref_lats = self._reference_latents(size)
-            unique = list(dict.fromkeys(refs))
+            ref_lats = self._reference_latents(batch.size)
+            unique = list(dict.fromkeys(batch.refs))
             styles = ref_lats[torch.tensor(unique, device=ref_lats.device)]
             return styleid_transfer(
                 m,
@@ -546,27 +559,49 @@ class DiffusionMethod(Method):
                 self._state,
                 content,
                 styles,
-                [unique.index(r) for r in refs],
+                [unique.index(r) for r in batch.refs],
             )
-        bank = self._bank(size)
+        bank = self._bank(batch.size)
         masks = None
         if self.adain == "classwise":
             k = references.classes.num_classes
             hw = (content.shape[2], content.shape[3])
             slots = [
-                labels_to_latent(lab, size, hw, k, references.classes.ignore_index)  # type: ignore[arg-type]
-                for lab in labels
+                labels_to_latent(lab, batch.size, hw, k, references.classes.ignore_index)  # type: ignore[arg-type]
+                for lab in batch.labels
             ]
             masks = content_masks(torch.from_numpy(np.stack(slots)).to(m.device), k, self.erosion)
-        seeds = [image_seed(self.seed, img, "content") for img in images]
         return cross_image_walk(
             m,
             self._schedule,  # type: ignore[arg-type]
             self._walk_config(),
             self._state,
             content,
-            seeds,
+            batch.seeds,
             bank,
-            refs,
+            batch.refs,
             masks,
+        )
+
+
+@dataclass
+class _Batch:
+    """Content images translated together (one working size)."""
+
+    size: Size
+    images: list[np.ndarray]
+    labels: list[np.ndarray | None]
+    refs: list[int]
+    seeds: list[int]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def part(self, start: int, end: int) -> _Batch:
+        return _Batch(
+            self.size,
+            self.images[start:end],
+            self.labels[start:end],
+            self.refs[start:end],
+            self.seeds[start:end],
         )
