@@ -107,18 +107,271 @@ def inspect_cmd(
     classes: ClassesOpt = None,
     class_map: ClassMapOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", help="Scanning threads (default: CPUs, at most 8)."),
+    ] = None,
+    max_problems: Annotated[
+        int, typer.Option("--max-problems", help="Problems listed in the table (all in --json).")
+    ] = 20,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with status 1 when any sample cannot be used.")
+    ] = False,
 ) -> None:
-    """What a dataset holds: format, samples, sizes, class shares, problems."""
-    raise NotImplementedError("inspect: implemented in the data layer")
+    """What a dataset holds: format, samples, sizes, class shares, problems.
+
+    Decodes every image and label map (on a thread pool) and never writes anything.
+    """
+    import json
+
+    from synth2real.data.checks import inspect_dataset
+
+    report = inspect_dataset(
+        path, format=format, classes=classes, class_map=class_map, workers=workers,
+        progress=not json_out,
+    )  # fmt: skip
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _render_inspect(report, max_problems)
+    if strict and report.num_errors:
+        raise typer.Exit(1)
+
+
+def _render_inspect(report, max_problems: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Console()
+    summary = Table(title=f"dataset {report.root}", show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("format", report.format)
+    summary.add_row(
+        "samples",
+        f"{report.num_samples} images: {report.num_labelled} labelled, "
+        f"{report.num_unlabelled} unlabelled",
+    )
+    summary.add_row("classes", f"{len(report.classes)} (ignore index {report.ignore_index})")
+    if report.size_stats:
+        h, w = report.size_stats["height"], report.size_stats["width"]
+        summary.add_row(
+            "image size",
+            f"height {h['min']:.0f}..{h['max']:.0f} (median {h['median']:.0f}), "
+            f"width {w['min']:.0f}..{w['max']:.0f} (median {w['median']:.0f})",
+        )
+    modes = ", ".join(f"{m}: {n}" for m, n in report.image_modes.items())
+    summary.add_row("image modes", modes or "-")
+    summary.add_row(
+        "scan", f"{report.seconds:.1f} s with {report.workers} thread(s); "
+        f"{len(report.bad_samples)} unusable sample(s)",
+    )  # fmt: skip
+    out.print(summary)
+
+    sizes = Table(title="image sizes (HxW)", title_justify="left")
+    sizes.add_column("size")
+    sizes.add_column("images", justify="right")
+    items = list(report.image_sizes.items())
+    for size, n in items[:8]:
+        sizes.add_row(size, str(n))
+    if len(items) > 8:
+        sizes.add_row(f"{len(items) - 8} other sizes", str(sum(n for _, n in items[8:])))
+    out.print(sizes)
+
+    if report.num_labelled:
+        cls = Table(title="classes", title_justify="left")
+        cls.add_column("id", justify="right")
+        cls.add_column("class")
+        cls.add_column("pixel share", justify="right")
+        cls.add_column("images", justify="right")
+        for i, name in enumerate(report.classes):
+            swatch = (
+                Text("  ", style=f"on rgb({','.join(map(str, report.colors[i]))})")
+                if report.colors
+                else Text("")
+            )
+            cls.add_row(
+                str(i),
+                Text.assemble(swatch, " " if report.colors else "", name),
+                f"{100 * report.class_pixel_share[i]:.3f} %",
+                f"{report.images_per_class[i]} / {report.num_labelled}",
+            )
+        cls.add_row(
+            str(report.ignore_index), "(ignored)", f"{100 * report.ignored_share:.3f} %", ""
+        )
+        out.print(cls)
+
+    if report.problems:
+        colour = {"error": "red", "warning": "yellow", "info": "cyan"}
+        probs = Table(title=f"problems ({len(report.problems)})", title_justify="left")
+        probs.add_column("severity")
+        probs.add_column("kind")
+        probs.add_column("file")
+        probs.add_column("message", overflow="fold")
+        order = {"error": 0, "warning": 1, "info": 2}
+        shown = sorted(report.problems, key=lambda p: order.get(p["severity"], 3))
+        for p in shown[:max_problems]:
+            probs.add_row(
+                Text(p["severity"], style=colour.get(p["severity"], "")),
+                p["kind"],
+                Text(p["path"] or "", overflow="fold"),
+                p["message"],
+            )
+        out.print(probs)
+        if len(shown) > max_problems:
+            out.print(
+                f"[dim]{len(shown) - max_problems} more: --max-problems N or --json lists them all[/]"
+            )
+    else:
+        out.print("[green]no problems found[/]")
 
 
 # ---------------------------------------------------------------------------------------
 # translate  (methods + translate runner)
 # ---------------------------------------------------------------------------------------
 @app.command("translate")
-def translate_cmd() -> None:
-    """Translate a synthetic dataset towards real reference images."""
-    raise NotImplementedError("translate: implemented with the translate runner")
+def translate_cmd(
+    source: Annotated[Path, typer.Option("--source", help="The (synthetic) dataset to translate.")],
+    references: Annotated[
+        Path,
+        typer.Option(
+            "--references", help="Folder of real reference images (any format, labelled or not)."
+        ),
+    ],
+    method: Annotated[
+        str, typer.Option("--method", help="Method name (see `synth2real methods`).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (a translated copy of the dataset).")
+    ],
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Which references: a,b,c | FILE (one name a line) | FILE.json:KEY (e.g. splits.json:references).",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="Method parameter KEY=VALUE (repeatable); see `synth2real methods NAME`.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Run seed (per image: seed + sample name).")
+    ] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for CPU methods.")] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a stopped run of the same configuration.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a different run in --out.")
+    ] = False,
+    reference_choice: Annotated[
+        str,
+        typer.Option(
+            "--reference-choice",
+            help="Reference per image: round-robin, random (seeded) or matched (closest class shares).",
+        ),
+    ] = "round-robin",
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    reference_format: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-format", help="Format of the references folder; detected when omitted."
+        ),
+    ] = None,
+    reference_classes: Annotated[
+        Path | None,
+        typer.Option("--reference-classes", help="Class spec YAML of the references' label maps."),
+    ] = None,
+    reference_class_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-class-map", help="Class map of the references onto the source's classes."
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: translate only shard I of N (0-based); automatic under accelerate launch.",
+        ),
+    ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="Output layout: auto (the source's where simple), generic or supervisely.",
+        ),
+    ] = "auto",
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="Do not draw a progress bar.")
+    ] = False,
+) -> None:
+    """Translate a synthetic dataset towards real reference images.
+
+    Writes a translated copy of --source into --out (same names, sizes and labels) with a
+    manifest.jsonl recording the method, parameters, reference and seed of every image.
+    """
+    from synth2real.data.readers import open_dataset
+    from synth2real.errors import ConfigError
+    from synth2real.methods import create_method
+    from synth2real.methods.registry import parse_param
+    from synth2real.translate import load_references, translate_dataset
+
+    overrides = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = parse_param(method, key.strip(), raw)
+    m = create_method(method, **overrides)
+    shard_t = None
+    if shard is not None:
+        i, sep, n = shard.partition("/")
+        if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+            raise ConfigError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
+        shard_t = (int(i), int(n))
+    ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
+    refs = load_references(
+        references,
+        names=reference_names,
+        classes=reference_classes,
+        format=reference_format,
+        class_map=reference_class_map,
+    )
+    if not any(lab is not None for lab in refs.labels):
+        refs.classes = ds.classes  # unlabelled photos: nothing to disagree with
+    summary = translate_dataset(
+        ds,
+        refs,
+        m,
+        out,
+        seed=seed,
+        reference_choice=reference_choice,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not no_progress,
+        shard=shard_t,
+        layout=layout,
+    )
+    msg = (
+        f"[bold]{summary.method}[/]: {summary.written} written, {summary.skipped} already done "
+        f"-> {summary.out}"
+    )
+    if summary.written:
+        msg += f" ({summary.seconds_per_image:.3f} s/image)"
+    console.print(msg)
+    if summary.manifest is None:
+        console.print(
+            "[dim]other shards are unfinished: manifest.jsonl is written by the last one[/]"
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,16 +4,18 @@ Importing this package registers every built-in method. Classical methods live h
 diffusion presets are registered lazily (their code is in ``synth2real.diffusion``).
 """
 
-import importlib
-
 from synth2real.methods.base import Method, References
 from synth2real.methods.registry import create_method, describe, list_methods, register
 
 __all__ = ["Method", "References", "create_method", "describe", "list_methods", "register"]
 
-# built-in methods (each import registers its names)
-from synth2real.methods import none  # noqa: E402,F401
+# Built-in methods: each import registers its names; this order is the order in which
+# `synth2real methods` lists them (baseline first, then cheapest to costliest).
+import importlib as _importlib  # noqa: E402
 
-# diffusion presets last, so they are listed after the classical methods; registering
-# them imports neither torch nor diffusers (the class is resolved on first use)
-importlib.import_module("synth2real.diffusion.presets")
+for _module in ("none", "reinhard", "histmatch", "fda"):
+    _importlib.import_module(f"synth2real.methods.{_module}")
+
+# diffusion presets last; registering them imports neither torch nor diffusers (the
+# class is resolved when a preset is first created or described)
+_importlib.import_module("synth2real.diffusion.presets")
