@@ -21,20 +21,8 @@ from synth2real.errors import ConfigError
 
 
 def sd15_schedule(steps: int = 50) -> Schedule:
-    from diffusers import PNDMScheduler
-
-    # SD 1.5's scheduler/scheduler_config.json (a PNDM config), as shipped with the weights
-    pndm = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-        trained_betas=None,
-    )
-    return Schedule.from_scheduler(pndm, steps)
+    # tiny_scheduler() is SD 1.5's scheduler config (a PNDM config, as shipped)
+    return Schedule.from_scheduler(tiny_scheduler(), steps)
 
 
 def unet_eps(unet, schedule: Schedule, emb: torch.Tensor):

@@ -79,17 +79,20 @@ def tiny_vae(seed: int = 0):
 
 
 def tiny_scheduler():
-    """SD 1.5's scheduler configuration (scaled-linear betas, leading spacing, offset 1)."""
-    from diffusers import DDIMScheduler
+    """SD 1.5's own scheduler: the ``PNDMScheduler`` configuration its weights ship with
+    (scaled-linear betas, "leading" spacing, offset 1); the pipelines read the noise
+    schedule from it and run their own DDPM/DDIM steps."""
+    from diffusers import PNDMScheduler
 
-    return DDIMScheduler(
+    return PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
         num_train_timesteps=1000,
+        set_alpha_to_one=False,
+        skip_prk_steps=True,
+        steps_offset=1,
+        trained_betas=None,
     )
 
 
