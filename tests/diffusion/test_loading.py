@@ -29,6 +29,15 @@ def test_load_a_saved_model_folder(tiny_model_dir):
     assert bf.predict(torch.zeros(1, 4, 8, 8), 10).dtype == torch.float32
 
 
+def test_a_folder_with_only_fp16_variant_files_loads(tmp_path):
+    from synth2real.diffusion.tiny import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "fp16", variant="fp16")
+    assert list((folder / "unet").glob("*.fp16.safetensors"))
+    m = load_models(folder, device="cpu", dtype="float32")
+    assert m.predict(torch.zeros(1, 4, 8, 8), 10).shape == (1, 4, 8, 8)
+
+
 def test_devices_and_dtypes(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -145,9 +145,10 @@ def tiny_models(
     )
 
 
-def save_tiny_model(path: str | Path, seed: int = 0) -> Path:
+def save_tiny_model(path: str | Path, seed: int = 0, variant: str | None = None) -> Path:
     """Write a tiny random model in diffusers layout (``unet/``, ``vae/``, ``scheduler/``,
-    ``text_encoder/``, ``tokenizer/``, ``model_index.json``) and return ``path``."""
+    ``text_encoder/``, ``tokenizer/``, ``model_index.json``) and return ``path``.
+    ``variant="fp16"`` names the weight files as SD's fp16 branch does."""
     from diffusers import StableDiffusionPipeline
 
     path = Path(path)
@@ -162,7 +163,7 @@ def save_tiny_model(path: str | Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(path)
+    pipe.save_pretrained(path, variant=variant)
     for f in (path / "_vocab").iterdir():
         f.unlink()
     (path / "_vocab").rmdir()
