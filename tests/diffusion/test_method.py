@@ -273,8 +273,12 @@ def test_out_of_memory_halves_the_batch(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(DiffusionMethod, "_run_once", flaky)
     items = [blobs(64, 64, 3, seed=s) for s in range(3)]
     outs = m.apply_batch([i for i, _ in items], [lab for _, lab in items], [0, 1, 0])
-    assert len(outs) == 3 and m.batch_size == 1
+    assert len(outs) == 3 and all(o.shape == (64, 64, 3) for o in outs)
     assert sizes[0] == 3 and sizes.count(1) == 3
+    assert m.batch_size == 4 and m.params()["batch_size"] == 4  # the parameter is unchanged
+    sizes.clear()
+    m.apply_batch([i for i, _ in items], [lab for _, lab in items], [0, 1, 0])
+    assert sizes == [1, 1, 1]  # later batches start at the size that fitted
 
 
 def test_close_restores_the_unet_processors(tiny_model_dir):

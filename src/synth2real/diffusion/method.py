@@ -180,7 +180,8 @@ class DiffusionMethod(Method):
         freeu: diffusers' built-in FreeU on the UNet (see docs/DIFFUSION.md). Default True.
         freeu_params: FreeU factors ``[s1, s2, b1, b2]``. Default [0.9, 0.2, 1.2, 1.4].
         batch_size: content images translated together (they share the style rows).
-            Halved automatically on out-of-memory. Default 4.
+            On out-of-memory a batch is retried in halves, and later batches stay at
+            the size that fitted. Default 4.
         attention_chunk: queries per attention chunk in the edited layers; None = chosen
             from a 1 GiB budget per chunk. Default None.
         seed: seed of the inversion noise (combined with each image's pixels, so results
@@ -260,6 +261,7 @@ class DiffusionMethod(Method):
         self._schedule: Schedule | None = None
         self._ref_latents: dict[Size, torch.Tensor] = {}
         self._banks: dict[Size, ReferenceBank] = {}
+        self._batch_limit: int | None = None  # lowered after an out-of-memory error
 
     # -- parameters ------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -485,8 +487,9 @@ class DiffusionMethod(Method):
             groups.setdefault(self.size_for(*img.shape[:2]), []).append(i)
         results: list[np.ndarray | None] = [None] * n
         for size, idxs in groups.items():
-            for start in range(0, len(idxs), self.batch_size):
-                chunk = idxs[start : start + self.batch_size]
+            step = min(self.batch_size, self._batch_limit or self.batch_size)
+            for start in range(0, len(idxs), step):
+                chunk = idxs[start : start + step]
                 batch = _Batch(
                     size=size,
                     images=[images[i] for i in chunk],
@@ -509,7 +512,7 @@ class DiffusionMethod(Method):
                 raise
             half = len(batch) // 2
             log.warning("out of memory with %d images per batch; retrying in halves", len(batch))
-            self.batch_size = max(1, half)
+            self._batch_limit = max(1, half)  # the parameter itself stays as given
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             return self._run(batch.part(0, half)) + self._run(batch.part(half, len(batch)))
