@@ -333,9 +333,9 @@ def filter_scores(
 def weak_positions(sim: Tensor, p: float = 0.25, interpolation: Interpolation = "linear") -> Tensor:
     """Positions whose score lies strictly below its p-quantile, per batch element.
 
-    ``q = torch.quantile(sim[b], p, interpolation=...)``; weak = ``sim < q``. Ties at the
-    threshold are kept (not weak). ``p = 0`` marks nothing; ``p = 1`` marks every position
-    but the maximum (and its ties).
+    ``q = torch.quantile(sim[b], p, interpolation=...)``; weak = ``sim < q``. Ties at the threshold are kept (not
+    weak). ``p = 0`` marks nothing; ``p = 1`` marks every position but the maximum (and
+    its ties).
 
     Args:
         sim: ``(B, N)`` float scores (see :func:`filter_scores`).
@@ -349,6 +349,7 @@ def weak_positions(sim: Tensor, p: float = 0.25, interpolation: Interpolation = 
         raise ConfigError(f"filter quantile p must be in [0, 1], got {p}")
     if interpolation not in _INTERPOLATIONS:
         raise ConfigError(f"interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
+    # A Python-float q is validated on the host and placed on sim's device: no sync.
     q = torch.quantile(sim, float(p), dim=-1, keepdim=True, interpolation=interpolation)
     return sim < q
 
