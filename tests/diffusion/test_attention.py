@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from synth2real.diffusion.attention import (
-    DEFAULT_MEMORY_BUDGET,
+    CHUNK_TARGET_BYTES,
     attention,
     choose_chunk_size,
     filter_scores,
@@ -221,7 +221,7 @@ def test_choose_chunk_size_fits_budget_and_bounds():
     assert c * 8 * n * 8 <= 1 << 30 < (c + 64) * 8 * n * 8
     # the default budget is used when none is given
     assert choose_chunk_size(n, n, batch=1, heads=8) == choose_chunk_size(
-        n, n, batch=1, heads=8, memory_budget=DEFAULT_MEMORY_BUDGET
+        n, n, batch=1, heads=8, memory_budget=CHUNK_TARGET_BYTES
     )
     # never more than the queries, never less than one
     assert choose_chunk_size(10, 10, memory_budget=1 << 40) == 10
