@@ -16,7 +16,9 @@ what matters is that it does the same work in the same way:
   takes the quantile on the host, and replaces attention columns and value rows by
   fancy indexing with a Python list of indices;
 * the denoising loop runs the UNet twice per step (with and without the swap) although,
-  with swap guidance 1, the second output is never used; batch of one content image.
+  with swap guidance 1, the second output is never used; batch of one content image;
+  content and style are both inverted (50 UNet passes each) for every pair
+  (:class:`ReferenceStructure`).
 
 Batch layout of the three-branch loop: index 0 = out, 1 = style, 2 = content.
 """
@@ -24,7 +26,6 @@ Batch layout of the three-branch loop: index 0 = out, 1 = style, 2 = content.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -224,50 +225,197 @@ class ReferenceAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
 
-def install_reference_processors(
-    unet, state: dict, swap_tokens: set[int], *, filtering: bool, filter_perc: float = 0.25
-) -> None:
-    """Give every attention module of ``unet`` a :class:`ReferenceAttnProcessor`, named by
-    place as the reference's ``register_recr`` does (down/mid/up by top-level child)."""
-    procs = {}
-    for name in unet.attn_processors:
-        place = "up" if name.startswith("up") else "mid" if name.startswith("mid") else "down"
-        procs[name] = ReferenceAttnProcessor(
-            place, state, swap_tokens, filtering=filtering, filter_perc=filter_perc
-        )
-    unet.set_attn_processor(procs)
+# --------------------------------------------------------------------------- pipeline
 
 
-def reference_denoise(
-    unet,
-    latents: Tensor,
-    timesteps: Tensor,
-    prompt_embeds: Tensor,
-    state: dict,
-    step_fn: Callable[[int, Tensor, Tensor], Tensor],
-    adain_fn: Callable[[int, Tensor], Tensor] | None = None,
+def reference_adain(x: Tensor, s: Tensor) -> Tensor:
+    """Global AdaIN of one latent ``(C, h, w)`` towards another, per channel."""
+    mx, sx = x.mean(dim=(1, 2), keepdim=True), x.std(dim=(1, 2), keepdim=True)
+    ms, ss = s.mean(dim=(1, 2), keepdim=True), s.std(dim=(1, 2), keepdim=True)
+    return (x - mx) / sx * ss + ms
+
+
+def reference_classwise_adain(
+    x: Tensor, s: Tensor, label_x: Tensor, label_s: Tensor, n_classes: int = 20
 ) -> Tensor:
-    """The reference's denoising loop structure for one content image.
+    """The reference's class-wise AdaIN structure: a Python loop over a fixed 20 classes,
+    boolean masks, a host-side emptiness check per class, sigmas offset by 1."""
+    out = x.clone()
+    for c in range(n_classes):
+        mx, ms = label_x == c, label_s == c
+        if mx.sum() == 0 or ms.sum() == 0:  # host synchronisation, as in the reference
+            continue
+        xc, sc = x[:, mx], s[:, ms]
+        mu_x, sd_x = xc.mean(dim=1, keepdim=True), xc.std(dim=1, keepdim=True)
+        mu_s, sd_s = sc.mean(dim=1, keepdim=True), sc.std(dim=1, keepdim=True)
+        out[:, mx] = (xc - mu_x) / (1 + sd_x) * (1 + sd_s) + mu_s
+    return out
 
-    ``latents``: ``(3, 4, h, w)`` (out, style, content). Per step: a UNet pass with the
-    swap, a second pass without it whose output is discarded (swap guidance 1), a
-    per-element scheduler step (``step_fn(i, latent_i, noise_i)``, a Python loop over the
-    batch as in the reference), then the AdaIN callback.
+
+class ReferenceStructure:
+    """The reference code's work for one (content, style) pair, re-created step by step.
+
+    * encode content and style (batch of one each);
+    * edit-friendly DDPM inversion of *both* images over all ``num_inference_steps``
+      steps (one UNet pass per step, batch of one), for every pair;
+    * the denoising walk from step ``skip``: batch of three latents (out, style,
+      content), two UNet passes per step (with the swap, and a second "no-swap" pass
+      whose output is unused at swap guidance 1), a Python loop over the batch for the
+      scheduler step, AdaIN (class-wise on steps 5..14 when ``classwise``) after each
+      step;
+    * decode all three latents.
+
+    Every attention layer of the UNet runs :class:`ReferenceAttnProcessor` (full attention
+    matrices) during inversion and walk, as in the reference. Float32 by default, as the
+    reference loads Stable Diffusion.
     """
-    state["enable_edit"] = True
-    for i, t in enumerate(timesteps):
-        state["perform_swap"] = True
-        noise_pred_swap = unet(latents, t, encoder_hidden_states=prompt_embeds, return_dict=False)[
+
+    def __init__(
+        self,
+        unet,
+        vae,
+        scheduler,
+        prompt_embeds: Tensor,
+        *,
+        swap: bool,
+        filtering: bool,
+        classwise: bool,
+        num_inference_steps: int = 50,
+        skip: int = 30,
+        sharpen: float = 1.67,
+        filter_perc: float = 0.25,
+        classwise_steps: tuple[int, int] = (5, 15),
+    ):
+        self.unet, self.vae, self.scheduler = unet, vae, scheduler
+        self.prompt_embeds = prompt_embeds
+        self.swap, self.filtering, self.classwise = swap, filtering, classwise
+        self.num_inference_steps, self.skip = num_inference_steps, skip
+        self.sharpen, self.filter_perc = sharpen, filter_perc
+        self.classwise_steps = classwise_steps
+        self.state: dict = {"perform_swap": False, "enable_edit": False}
+        scheduler.set_timesteps(num_inference_steps)
+        self.timesteps = [int(t) for t in scheduler.timesteps]
+        self.alphas = scheduler.alphas_cumprod.double()
+        self.final_alpha = float(scheduler.final_alpha_cumprod)
+        self.stride = scheduler.config.num_train_timesteps // num_inference_steps
+        self._previous = None
+
+    # -- processors --------------------------------------------------------------------
+    def install(self, latent_hw: tuple[int, int]) -> None:
+        h, w = latent_hw
+        swap_tokens = {h * w, (h // 2) * (w // 2)} if self.swap else set()
+        self._previous = dict(self.unet.attn_processors)
+        procs = {}
+        for name in self.unet.attn_processors:
+            place = "up" if name.startswith("up") else "mid" if name.startswith("mid") else "down"
+            procs[name] = ReferenceAttnProcessor(
+                place,
+                self.state,
+                swap_tokens,
+                filtering=self.filtering,
+                filter_perc=self.filter_perc,
+                contrast_strength=self.sharpen,
+            )
+        self.unet.set_attn_processor(procs)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            self.unet.set_attn_processor(self._previous)
+            self._previous = None
+
+    # -- pieces ------------------------------------------------------------------------
+    def _alpha_prev(self, t: int) -> float:
+        prev = t - self.stride
+        return float(self.alphas[prev]) if prev >= 0 else self.final_alpha
+
+    def _variance(self, t: int) -> float:
+        a_t, a_prev = float(self.alphas[t]), self._alpha_prev(t)
+        return (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+
+    def encode(self, image: Tensor) -> Tensor:
+        """``image``: ``(1, 3, H, W)`` in [-1, 1] -> ``(1, 4, h, w)`` latent."""
+        lat = self.vae.encode(image.to(self.vae.dtype)).latent_dist.mode()
+        return (lat * self.vae.config.scaling_factor).float()
+
+    def _unet(self, x: Tensor, t: int) -> Tensor:
+        emb = self.prompt_embeds.expand(x.shape[0], -1, -1)
+        return self.unet(x.to(self.unet.dtype), t, encoder_hidden_states=emb, return_dict=False)[
             0
-        ]
-        state["perform_swap"] = False
-        _noise_pred_no_swap = unet(
-            latents, t, encoder_hidden_states=prompt_embeds, return_dict=False
-        )[0]
-        noise_pred = noise_pred_swap  # swap_guidance_scale == 1: the second pass is unused
-        latents = torch.stack(
-            [step_fn(i, latents[j], noise_pred[j]) for j in range(latents.shape[0])]
-        )
-        if adain_fn is not None:
-            latents[0] = adain_fn(i, latents)
-    return latents
+        ].float()
+
+    def invert(self, x0: Tensor, generator: torch.Generator, steps: int | None = None):
+        """Edit-friendly DDPM inversion of one latent ``(1, 4, h, w)``.
+
+        Returns ``(xts, zs)``: ``xts[i]`` the latent at position ``i`` of the descending
+        schedule (``xts[T]`` = x0) and ``zs[i]`` the noise map of step ``i``. ``steps``
+        limits the UNet passes (for timing by sampling; the rest stay zero).
+        """
+        n = self.num_inference_steps
+        self.state["enable_edit"] = False
+        noise = torch.randn((n, *x0.shape[1:]), generator=generator, device=x0.device)
+        a = self.alphas.to(x0.device)
+        xts = torch.empty((n + 1, *x0.shape[1:]), device=x0.device)
+        xts[n] = x0[0]
+        for i, t in enumerate(self.timesteps):
+            xts[i] = (x0[0] * a[t].sqrt() + noise[i] * (1 - a[t]).sqrt()).float()
+        zs = torch.zeros((n, *x0.shape[1:]), device=x0.device)
+        for i, t in enumerate(self.timesteps[: steps if steps is not None else n]):
+            xt = xts[i][None]
+            eps = self._unet(xt, t)
+            a_t, a_prev, var = float(self.alphas[t]), self._alpha_prev(t), self._variance(t)
+            x0_pred = (xt - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+            mu = a_prev**0.5 * x0_pred + (1 - a_prev - var) ** 0.5 * eps
+            nxt = xts[i + 1][None]
+            z = (nxt - mu) / var**0.5
+            zs[i] = z[0]
+            xts[i + 1] = (mu + var**0.5 * z)[0]
+        self.state["enable_edit"] = True
+        return xts, zs
+
+    def ddpm_step(self, t: int, x: Tensor, eps: Tensor, z: Tensor) -> Tensor:
+        """``perform_ddpm_step`` of the reference pipeline (eta = 1), one latent."""
+        a_t, a_prev, var = float(self.alphas[t]), self._alpha_prev(t), self._variance(t)
+        x0_pred = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        prev = a_prev**0.5 * x0_pred + (1 - a_prev - var) ** 0.5 * eps
+        return prev + var**0.5 * z
+
+    def walk(
+        self,
+        x_content: Tensor,
+        x_style: Tensor,
+        zs_content: Tensor,
+        zs_style: Tensor,
+        labels: tuple[Tensor, Tensor] | None = None,
+        steps: int | None = None,
+    ) -> Tensor:
+        """Denoise ``[out, style, content]`` from step ``skip``; returns ``(3, 4, h, w)``."""
+        latents = torch.cat([x_content, x_style, x_content]).float()
+        zs = [zs_content, zs_style, zs_content]
+        run = self.timesteps[self.skip :]
+        if steps is not None:
+            run = run[:steps]
+        self.state["enable_edit"] = True
+        for j, t in enumerate(run):
+            i = self.skip + j
+            self.state["perform_swap"] = True
+            noise_pred_swap = self._unet(latents, t)
+            self.state["perform_swap"] = False
+            _noise_pred_no_swap = self._unet(latents, t)  # unused at swap guidance 1
+            noise_pred = noise_pred_swap
+            latents = torch.stack(
+                [self.ddpm_step(t, latents[b], noise_pred[b], zs[b][i]) for b in range(3)]
+            )
+            if (
+                self.classwise
+                and labels is not None
+                and self.classwise_steps[0] <= j < self.classwise_steps[1]
+            ):
+                latents[0] = reference_classwise_adain(latents[0], latents[1], labels[0], labels[1])
+            else:
+                latents[0] = reference_adain(latents[0], latents[1])
+        return latents
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Decode all three latents, as the reference pipeline does."""
+        lat = latents / self.vae.config.scaling_factor
+        return self.vae.decode(lat.to(self.vae.dtype), return_dict=False)[0]
