@@ -451,6 +451,23 @@ def test_filtered_attention_equals_reference_impl():
     )
 
 
+@pytest.mark.parametrize("memory_budget", [None, 2 * 2 * 24 * 8 * 5])  # kept / recomputed
+def test_filtered_attention_returns_content_attention_and_weak_mask(memory_budget):
+    inputs = _filter_inputs(b=2, h=2, n=24, d=8, style_batch=1, seed=110)
+    out, weak, content = filtered_attention(
+        *inputs, return_weak=True, return_content=True, memory_budget=memory_budget
+    )
+    want, want_weak, _, _ = oracle_filtered(*inputs, p=0.25, sharpen=1.67)
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(weak, want_weak) and weak.dtype == torch.bool and weak.shape == (2, 24)
+    # the content element's own attention, as the content branch needs it
+    torch.testing.assert_close(
+        content.double(), plain_attention(inputs[3], inputs[4], inputs[5]), rtol=1e-5, atol=1e-5
+    )
+    only_content = filtered_attention(*inputs, return_content=True, memory_budget=memory_budget)
+    assert len(only_content) == 2 and torch.equal(only_content[1], content)
+
+
 def test_filtered_attention_rejects_bad_inputs():
     q_out, k_s, v_s, q_c, k_c, v_c = _filter_inputs(b=2, h=2, n=8, d=4)
     with pytest.raises(ConfigError):
@@ -495,6 +512,7 @@ def test_no_host_synchronisation_inside():
     mode = _ForbidHostSync()
     with mode:
         filtered_attention(*inputs, chunk_size=6, return_weak=True)
+        filtered_attention(*inputs, return_weak=True, return_content=True)  # kept probabilities
         attention(inputs[0], inputs[1], inputs[2], sharpen=1.67, chunk_size=6)
     assert "aten::sort" in mode.seen and "aten::argmax" in mode.seen  # the mode saw the work
     # and the guard itself works
