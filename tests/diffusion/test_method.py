@@ -60,6 +60,13 @@ def test_every_parameter_is_documented_with_the_preset_default(name):
     assert by["sharpen"] == 1.67 and by["num_inference_steps"] == 50
 
 
+def test_reference_quirks_switch_the_sigma_offset():
+    assert create_method("cacti").sigma_offset == 0.0
+    assert create_method("cacti", reference_quirks=True).sigma_offset == 1.0
+    assert create_method("cacti", reference_quirks=True, adain_sigma_offset=0.5).sigma_offset == 0.5
+    assert create_method("cacti", adain_sigma_offset=1.0).sigma_offset == 1.0
+
+
 def test_cli_style_parameters_parse_to_the_right_types():
     assert parse_param("cactif", "working_size", "[64, 128]") == (64, 128)
     assert parse_param("cactif", "working_size", "512") == 512
@@ -200,6 +207,7 @@ def test_classwise_presets_need_labels(tiny_model_dir):
     assert g.apply(img, None, 1).shape == img.shape
 
 
+@pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`")
 def test_missing_weights_give_a_clear_error(tmp_path):
     m = create_method("cactif", model=str(tmp_path / "no-such-folder"))
     with pytest.raises(ModelNotFoundError, match="hf download"):

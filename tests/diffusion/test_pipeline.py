@@ -63,6 +63,15 @@ def test_without_edits_the_output_is_the_content_reconstruction(setup):
     torch.testing.assert_close(out, content, atol=1e-4, rtol=1e-4)
 
 
+def test_reference_quirks_zero_the_last_noise_map(setup):
+    content = latents(2, 0)
+    cfg = WalkConfig(num_inference_steps=STEPS, skip=SKIP, swap=False, adain="none", quirks=True)
+    out = walk(setup, cfg, content, [0, 1], make_bank(setup))
+    # the last step lands on its posterior mean, not on x0: a small, non-zero difference
+    diff = (out - content).abs().max()
+    assert 1e-4 < diff < 0.5
+
+
 def test_swap_changes_the_output_and_only_out_rows_are_edited(setup):
     content = latents(2, 0)
     base = WalkConfig(num_inference_steps=STEPS, skip=SKIP, swap=True, adain="none")

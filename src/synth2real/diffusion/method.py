@@ -104,7 +104,7 @@ def _resize(image: np.ndarray, size: Size) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
-def image_seed(seed: int, image: np.ndarray, salt: str = "") -> int:
+def pixel_seed(seed: int, image: np.ndarray, salt: str = "") -> int:
     """A 63-bit seed from the method's seed and the image's pixels: the noise drawn for
     an image does not depend on batch layout, order, workers or shards."""
     h = hashlib.blake2b(digest_size=8)
@@ -420,7 +420,7 @@ class DiffusionMethod(Method):
                 _, fitted = fit_to(img, lab, size, self.reference_fit)
                 sl = labels_to_latent(fitted, size, latent_hw, k, refs.classes.ignore_index)
                 slots.append(torch.from_numpy(sl).to(m.device))
-            seeds = [image_seed(self.seed, img, "reference") for img in refs.images]
+            seeds = [pixel_seed(self.seed, img, "reference") for img in refs.images]
             self._banks[size] = ReferenceBank(
                 lats,
                 slots,
@@ -479,7 +479,7 @@ class DiffusionMethod(Method):
                 "content image; use a global preset (cross-image, adain-diffusion) for unlabelled data"
             )
         if seeds is None:
-            seeds = [image_seed(self.seed, img, "content") for img in images]
+            seeds = [pixel_seed(self.seed, img, "content") for img in images]
         groups: dict[Size, list[int]] = {}
         for i, img in enumerate(images):
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
