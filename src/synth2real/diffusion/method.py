@@ -138,7 +138,8 @@ class DiffusionMethod(Method):
             that gives NaNs is moved to float32, and a batch whose UNet output is not
             finite is redone in float32 (with a warning). Default ``auto``.
         pipeline: ``three-branch`` (out/style/content walk: adain-diffusion, cross-image,
-            cacti, cactif) or ``styleid``. Default ``three-branch``.
+            cacti, cactif) or ``styleid``. Default ``three-branch``; the ``styleid``
+            preset sets ``styleid``.
         working_size: the size images are translated at: an int sets the shorter side
             (the other keeps the aspect ratio; both rounded to the model's multiple, 64
             for SD 1.5), a pair ``[height, width]`` sets both. The output is resized back
@@ -146,10 +147,10 @@ class DiffusionMethod(Method):
         reference_fit: how a reference is brought to a content's working size: ``crop``
             (cover, keep aspect, centre crop) or ``stretch``. Default ``crop``.
         num_inference_steps: scheduler steps ``T``. Default 50.
-        skip: steps ``S`` skipped before denoising starts (three-branch: 30, i.e. 20 steps
-            from t=381 with SD 1.5; StyleID: 0). Default 30.
+        skip: steps ``S`` skipped before denoising starts (30 of 50: 20 steps from
+            t=381 with SD 1.5). Default 30; ``styleid`` sets 0 (full inversion).
         swap: replace the out element's keys/values by its style's in the edited layers
-            (cross-image attention). Default True.
+            (cross-image attention). Default True; ``adain-diffusion`` sets False.
         sharpen: attention sharpening ``s`` of the swapped attention,
             ``clamp(s*A + (1-s)/N, 0, 1)``; 1 = none. Default 1.67.
         swap_resolutions: how many of the finest decoder resolutions hold edited
@@ -159,13 +160,15 @@ class DiffusionMethod(Method):
         adain: latent AdaIN of out towards its style after every step: ``none``,
             ``global``, or ``classwise`` (class-wise on ``classwise_steps``, global on the
             others; needs label maps). StyleID: applied to the initial latent only
-            (``none`` or ``global``). Default ``global``.
+            (``none`` or ``global``). Default ``global``; ``cacti`` and ``cactif`` set
+            ``classwise``.
         classwise_steps: ``[start, end)`` denoising steps with class-wise AdaIN. Default
             [5, 15].
         erosion: erosion iterations (3x3 cross) of the class masks at latent size before
             their statistics are computed; classes that vanish use their whole mask.
             0 = none. Default 1.
-        filtering: CACTIF's selective attention filtering (needs swap). Default False.
+        filtering: CACTIF's selective attention filtering (needs swap). Default False;
+            ``cactif`` sets True.
         filter_p: the filter's quantile ``p`` (useful range 0.1 to 0.3). Default 0.25.
         adain_sigma_offset: added to both standard deviations of class-wise AdaIN (the
             reference code uses 1.0); None = 0.0, or 1.0 with ``reference_quirks``.
@@ -177,7 +180,8 @@ class DiffusionMethod(Method):
         gamma: StyleID query preservation: ``Q = gamma*Q_content + (1-gamma)*Q``
             (0.3 gives stronger style). Default 0.75.
         tau: StyleID temperature on the attention logits. Default 1.5.
-        freeu: diffusers' built-in FreeU on the UNet (see docs/DIFFUSION.md). Default True.
+        freeu: diffusers' built-in FreeU on the UNet (see docs/DIFFUSION.md). Default True;
+            ``styleid`` sets False (StyleID has no FreeU).
         freeu_params: FreeU factors ``[s1, s2, b1, b2]``. Default [0.9, 0.2, 1.2, 1.4].
         batch_size: content images translated together (they share the style rows).
             On out-of-memory a batch is retried in halves, and later batches stay at
