@@ -58,6 +58,19 @@ def test_label_slots_and_majority_downsampling():
         labels_to_latent(lab, (4, 6), (2, 2), 3, 255)
 
 
+def test_thin_classes_can_survive_at_latent_size():
+    lab = np.zeros((32, 32), np.uint8)
+    lab[20:, :] = 2
+    lab[:, 10:12] = 1  # a 2-pixel crack: a quarter of each block it crosses
+    maj = labels_to_latent(lab, (32, 32), (4, 4), 3, 255)
+    assert 1 not in maj  # the majority loses the crack
+    thin = labels_to_latent(lab, (32, 32), (4, 4), 3, 255, thin_share=0.25)
+    np.testing.assert_array_equal(thin[:, 1], [1, 1, 1, 1])  # the crack's column of blocks
+    np.testing.assert_array_equal(np.delete(thin, 1, axis=1), np.delete(maj, 1, axis=1))
+    with pytest.raises(ConfigError):
+        labels_to_latent(lab, (32, 32), (4, 4), 3, 255, thin_share=1.5)
+
+
 def test_labels_to_latent_on_odd_sizes_and_many_classes():
     rng = np.random.default_rng(0)
     lab = rng.integers(0, 30, (70, 210)).astype(np.uint8)

@@ -102,11 +102,15 @@ def labels_to_latent(
     latent_hw: tuple[int, int],
     num_classes: int,
     ignore_index: int = 255,
+    thin_share: float = 0.0,
 ) -> np.ndarray:
     """Bring a label map to latent size: nearest-neighbour resize to the working size,
-    then the majority slot of each ``f x f`` block (``f`` = working / latent size).
+    then one slot per ``f x f`` block (``f`` = working / latent size).
 
-    Ties go to the lowest class index; "no class" wins only where it is the majority.
+    Each block takes its majority slot (ties: lowest index; "no class" wins only where it
+    is the majority). With ``thin_share > 0``, a block where some classes cover at least
+    that share takes the rarest of them in the image instead, so thin classes (cracks,
+    poles) survive at latent size rather than vanishing under the majority.
 
     Args:
         label: ``HxW uint8`` class indices (any size).
@@ -114,6 +118,8 @@ def labels_to_latent(
         latent_hw: ``(h, w)`` of its latent; ``H' / h == W' / w`` must be an integer.
         num_classes: ``K``.
         ignore_index: label of pixels of no class.
+        thin_share: share of a block in ``(0, 1]`` from which a rarer class wins it;
+            0 = plain majority.
 
     Returns:
         ``(h, w)`` int64 slots in ``0 .. K`` (``K`` = no class).
@@ -123,6 +129,8 @@ def labels_to_latent(
         raise ConfigError(
             f"working size {working_hw} is not a whole multiple of latent {latent_hw}"
         )
+    if not 0.0 <= thin_share <= 1.0:
+        raise ConfigError(f"thin_share must be in [0, 1], got {thin_share}")
     f = wh // h
     slots = label_slots(label, num_classes, ignore_index)
     if slots.shape != (wh, ww):
@@ -131,7 +139,15 @@ def labels_to_latent(
     k1 = num_classes + 1
     block = (np.arange(wh)[:, None] // f) * w + (np.arange(ww)[None, :] // f)
     counts = np.bincount((block * k1 + slots).ravel(), minlength=h * w * k1).reshape(h * w, k1)
-    return counts.argmax(axis=1).reshape(h, w).astype(np.int64)
+    out = counts.argmax(axis=1)
+    if thin_share > 0:
+        total = counts.sum(0).astype(np.float64)  # pixels of each slot in the image
+        rarity = np.where(np.arange(k1) < num_classes, -total, -np.inf)  # "no class" never
+        cand = counts >= thin_share * f * f
+        score = np.where(cand, rarity[None, :], -np.inf)
+        has = np.isfinite(score).any(axis=1)
+        out = np.where(has, score.argmax(axis=1), out)
+    return out.reshape(h, w).astype(np.int64)
 
 
 def erode_slots(slots: Tensor, iterations: int = 1) -> Tensor:

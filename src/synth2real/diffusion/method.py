@@ -167,6 +167,9 @@ class DiffusionMethod(Method):
         erosion: erosion iterations (3x3 cross) of the class masks at latent size before
             their statistics are computed; classes that vanish use their whole mask.
             0 = none. Default 1.
+        thin_share: how label maps reach latent size (one label per 8x8 block): 0 = the
+            block's majority class; e.g. 0.25 = the rarest class covering at least a
+            quarter of the block, so thin classes (cracks) survive. Default 0.0.
         filtering: CACTIF's selective attention filtering (needs swap). Default False;
             ``cactif`` sets True.
         filter_p: the filter's quantile ``p`` (useful range 0.1 to 0.3). Default 0.25.
@@ -213,6 +216,7 @@ class DiffusionMethod(Method):
         adain: Literal["none", "global", "classwise"] = "global",
         classwise_steps: tuple[int, int] = (5, 15),
         erosion: int = 1,
+        thin_share: float = 0.0,
         filtering: bool = False,
         filter_p: float = 0.25,
         adain_sigma_offset: float | None = None,
@@ -244,6 +248,7 @@ class DiffusionMethod(Method):
         self.adain = adain
         self.classwise_steps = tuple(int(v) for v in classwise_steps)
         self.erosion = int(erosion)
+        self.thin_share = float(thin_share)
         self.filtering = bool(filtering)
         self.filter_p = float(filter_p)
         self.adain_sigma_offset = None if adain_sigma_offset is None else float(adain_sigma_offset)
@@ -296,6 +301,8 @@ class DiffusionMethod(Method):
                 bad(f"{name} must be [start, end) with 0 <= start <= end, got {rng}")
         if self.erosion < 0:
             bad(f"erosion must be >= 0, got {self.erosion}")
+        if not 0.0 <= self.thin_share <= 1.0:
+            bad(f"thin_share must be in [0, 1], got {self.thin_share}")
         if self.filtering and not self.swap:
             bad("filtering acts on the swapped attention: it needs swap=True")
         if not 0.0 <= self.filter_p <= 1.0:
@@ -422,7 +429,9 @@ class DiffusionMethod(Method):
                     slots.append(None)
                     continue
                 _, fitted = fit_to(img, lab, size, self.reference_fit)
-                sl = labels_to_latent(fitted, size, latent_hw, k, refs.classes.ignore_index)
+                sl = labels_to_latent(
+                    fitted, size, latent_hw, k, refs.classes.ignore_index, self.thin_share
+                )
                 slots.append(torch.from_numpy(sl).to(m.device))
             seeds = [pixel_seed(self.seed, img, "reference") for img in refs.images]
             self._banks[size] = ReferenceBank(
@@ -574,7 +583,14 @@ class DiffusionMethod(Method):
             k = references.classes.num_classes
             hw = (content.shape[2], content.shape[3])
             slots = [
-                labels_to_latent(lab, batch.size, hw, k, references.classes.ignore_index)  # type: ignore[arg-type]
+                labels_to_latent(
+                    lab,  # type: ignore[arg-type]
+                    batch.size,
+                    hw,
+                    k,
+                    references.classes.ignore_index,
+                    self.thin_share,
+                )
                 for lab in batch.labels
             ]
             masks = content_masks(torch.from_numpy(np.stack(slots)).to(m.device), k, self.erosion)
