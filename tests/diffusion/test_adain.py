@@ -60,7 +60,7 @@ def test_label_slots_and_majority_downsampling():
 
 def test_thin_classes_can_survive_at_latent_size():
     lab = np.zeros((32, 32), np.uint8)
-    lab[20:, :] = 2
+    lab[24:, :] = 2
     lab[:, 10:12] = 1  # a 2-pixel crack: a quarter of each block it crosses
     maj = labels_to_latent(lab, (32, 32), (4, 4), 3, 255)
     assert 1 not in maj  # the majority loses the crack
