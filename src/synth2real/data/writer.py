@@ -302,6 +302,16 @@ class DatasetWriter:
         names |= {e["name"] for e in read_jsonl(self.out / MANIFEST)}
         return names
 
+    def finished(self) -> set[str]:
+        """Names recorded as finished by any shard of any earlier call (all parts and the
+        merged manifest), so a run resumed with another shard count skips them too."""
+        names = {e["name"] for e in read_jsonl(self.out / MANIFEST)}
+        folder = self.out / PARTS_DIR
+        if folder.is_dir():
+            for p in folder.glob("shard-*.jsonl"):
+                names |= {e["name"] for e in read_jsonl(p)}
+        return names
+
     def repair_part(self, shard: tuple[int, int]) -> None:
         """Rewrite this shard's part without a torn last line (a kill mid-append)."""
         p = self.part_path(shard)

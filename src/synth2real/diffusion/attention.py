@@ -12,7 +12,7 @@ computed in the input dtype from a pre-scaled query, softmax, sharpening and the
 filter's statistics in float32, and results come back in the query's dtype.
 
 Memory: explicit attention probabilities are built in chunks of queries (at most
-:data:`CHUNK_TARGET_BYTES` each, reused from one chunk to the next), and a call never holds
+:data:`CHUNK_TARGET_BYTES` each, 1 GiB on a GPU, reused from one chunk to the next), and a call never holds
 more than ``memory_budget`` bytes of them (:data:`DEFAULT_MEMORY_BUDGET`, or less on a
 GPU with less free memory). A 1024 x 2048 image (32,768 tokens at SD 1.5's finest level,
 where one fp32 matrix for 3 elements x 8 heads is 103 GB) thus runs in a few GB.
@@ -37,6 +37,7 @@ from synth2real.errors import ConfigError
 
 __all__ = [
     "CHUNK_TARGET_BYTES",
+    "CHUNK_TARGET_BYTES_GPU",
     "DEFAULT_MEMORY_BUDGET",
     "attention",
     "choose_chunk_size",
@@ -51,9 +52,10 @@ __all__ = [
 #: 2 GiB) between the filter's two passes. On CUDA the default is capped at half the
 #: memory still available.
 DEFAULT_MEMORY_BUDGET: int = 4 << 30
-#: Target size of one chunk's probabilities (256 MiB): big enough for full-speed matrix
-#: kernels on a GPU, small enough to stay cheap on a CPU.
+#: Target size of one chunk's probabilities on a CPU (256 MiB) ...
 CHUNK_TARGET_BYTES: int = 256 << 20
+#: ... and on a GPU (1 GiB: fewer, larger kernels; 128 chunks per pass at 1024 x 2048).
+CHUNK_TARGET_BYTES_GPU: int = 1 << 30
 
 Interpolation = Literal["linear", "lower", "higher", "midpoint", "nearest"]
 _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
@@ -158,6 +160,10 @@ def _default_budget(device: torch.device) -> int:
     return DEFAULT_MEMORY_BUDGET
 
 
+def _chunk_target(device: torch.device) -> int:
+    return CHUNK_TARGET_BYTES_GPU if device.type == "cuda" else CHUNK_TARGET_BYTES
+
+
 def _budget(memory_budget: int | None, device: torch.device) -> int:
     if memory_budget is None:
         return _default_budget(device)
@@ -184,7 +190,7 @@ def _resolve_chunk(
         n_keys,
         batch=batch,
         heads=heads,
-        memory_budget=min(budget, CHUNK_TARGET_BYTES),
+        memory_budget=min(budget, _chunk_target(q.device)),
         bytes_per_element=_bytes_per_element(q.device, q.dtype),
     )
 
@@ -297,7 +303,8 @@ def attention(
         sharpen: contrast factor ``s`` of the probabilities (1.67 in cross-image
             attention); default ``None`` = no sharpening.
         chunk_size: queries per chunk; ``None`` picks it from the budget (chunks of at
-            most :data:`CHUNK_TARGET_BYTES`; no chunking on the fused path).
+            most :data:`CHUNK_TARGET_BYTES`, ``CHUNK_TARGET_BYTES_GPU`` on CUDA; no chunking on
+            the fused path).
         memory_budget: bytes of probabilities one call may hold; default
             :data:`DEFAULT_MEMORY_BUDGET` (capped by free GPU memory on CUDA).
 

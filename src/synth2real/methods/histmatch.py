@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from synth2real.methods import functional as F
-from synth2real.methods.classwise import ColourTransfer, ContrastStats
+from synth2real.methods.classwise import ColourTransfer, ContrastStats, Stage
 from synth2real.methods.registry import register
 
 
@@ -83,13 +83,13 @@ class HistogramMatching(ColourTransfer):
         return F.class_histograms(image, label, weight)
 
     def _transfer(
-        self, image: np.ndarray, label: np.ndarray | None, target: Any
-    ) -> tuple[np.ndarray, None]:
+        self, image: np.ndarray, label: np.ndarray | None, target: Any, want_lab: bool
+    ) -> Stage:
         hists, valid, glob = target
         ghist = glob.sum(0)
         if label is None:
-            return F.histogram_match(image, ghist), None
-        return F.histogram_match_classwise(image, label, hists, valid, ghist), None
+            return Stage(F.histogram_match(image, ghist))
+        return Stage(F.histogram_match_classwise(image, label, hists, valid, ghist))
 
     def _map_contrast(self, d: np.ndarray, ref: ContrastStats) -> np.ndarray:
         key = id(ref)  # targets are cached by the base class, so ids are stable
