@@ -130,6 +130,50 @@ def test_filtering_uses_the_content_rows():
 
 
 @torch.no_grad()
+def test_filtering_takes_the_content_attention_from_the_filter_pass(monkeypatch):
+    """The filter already attends each content row on itself: its fused pass returns that
+    attention too, so the processor runs plain attention for the style rows only. Every
+    row equals the separate computation (filtered out rows, default attention for the
+    style and content rows), and SDPA sees B + U query rows instead of 2B + U."""
+    attn = make_attn()
+    b, u, n = 3, 2, 16
+    h = torch.randn(2 * b + u, n, 8)
+    st = AttentionState(
+        mode="swap",
+        n_out=b,
+        n_style=u,
+        style_of_out=torch.tensor([1, 0, 1]),
+        filtering=True,
+        filter_p=0.25,
+    )
+    q, k, v = qkv(attn, h)
+    c = slice(b + u, None)
+    out = filtered_attention(
+        q[:b],
+        k[b : b + u].index_select(0, st.style_of_out),
+        v[b : b + u].index_select(0, st.style_of_out),
+        q[c],
+        k[c],
+        v[c],
+        p=0.25,
+        sharpen=1.67,
+        scale=attn.scale,
+    )
+    want = torch.cat([project_out(attn, out), make_attn()(h[b:])])
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    rows = []
+
+    def counting(query, *args, **kwargs):
+        rows.append(query.shape[0])
+        return sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    got = run(attn, st, h)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert sum(rows) == b + u  # style rows + one fused content pass (not 2B + U)
+
+
+@torch.no_grad()
 def test_styleid_record_then_inject():
     attn = make_attn()
     n = 9

@@ -175,13 +175,14 @@ class CrossImageAttnProcessor:
                 f"swap layout expects {2 * b + u} rows (B={b} out, U={u} style, B content), "
                 f"got {q.shape[0]}"
             )
-        # style and content rows: their own, unchanged attention
-        rest = F.scaled_dot_product_attention(q[b:], k[b:], v[b:])
         k_style = _style_rows(k[b : b + u], st.style_of_out, b)
         v_style = _style_rows(v[b : b + u], st.style_of_out, b)
         sharpen = None if st.sharpen is None or st.sharpen == 1.0 else float(st.sharpen)
         if st.filtering:
-            out = filtered_attention(
+            # the filter attends the content rows on themselves anyway: it returns their
+            # own attention from the same fused pass, so only the style rows run here
+            style = F.scaled_dot_product_attention(q[b : b + u], k[b : b + u], v[b : b + u])
+            out, content = filtered_attention(
                 q[:b],
                 k_style,
                 v_style,
@@ -193,17 +194,20 @@ class CrossImageAttnProcessor:
                 scale=attn.scale,
                 chunk_size=st.chunk_size,
                 memory_budget=st.memory_budget,
+                return_content=True,
             )
-        else:
-            out = attention(
-                q[:b],
-                k_style,
-                v_style,
-                scale=attn.scale,
-                sharpen=sharpen,
-                chunk_size=st.chunk_size,
-                memory_budget=st.memory_budget,
-            )
+            return torch.cat([out.to(style.dtype), style, content.to(style.dtype)], dim=0)
+        # style and content rows: their own, unchanged attention
+        rest = F.scaled_dot_product_attention(q[b:], k[b:], v[b:])
+        out = attention(
+            q[:b],
+            k_style,
+            v_style,
+            scale=attn.scale,
+            sharpen=sharpen,
+            chunk_size=st.chunk_size,
+            memory_budget=st.memory_budget,
+        )
         return torch.cat([out.to(rest.dtype), rest], dim=0)
 
     def _inject(self, attn: nn.Module, q: Tensor) -> Tensor:
