@@ -298,3 +298,37 @@ def test_close_restores_the_unet_processors(tiny_model_dir):
     assert not any(
         type(p).__name__ == "CrossImageAttnProcessor" for p in unet.attn_processors.values()
     )
+
+
+def test_styleid_inverts_each_reference_once_per_working_size(tiny_model_dir):
+    m = fast("styleid", tiny_model_dir, working_size=(64, 64))
+    m.prepare(make_references(n=2))
+    unet_rows = []
+    h = m.models.unet.register_forward_pre_hook(
+        lambda mod, a, kw: unet_rows.append(a[0].shape[0]), with_kwargs=True
+    )
+    items = [blobs(64, 64, 3, seed=s) for s in range(4)]
+    images, labels = [i for i, _ in items], [lab for _, lab in items]
+    try:
+        first = m.apply_batch(images[:2], labels[:2], [0, 0], seeds=[1, 2])
+        m.apply_batch(images[2:], labels[2:], [0, 0])
+        m.apply_batch(images[2:], labels[2:], [1, 0])
+    finally:
+        h.remove()
+    n = FAST["num_inference_steps"] - 1  # the fast styleid runs skip=1
+    assert unet_rows == (
+        [2 + 1] * n
+        + [2] * n  # reference 0 inverted with the first batch
+        + [2] * n
+        + [2] * n  # then reused: contents only
+        + [2 + 1] * n
+        + [2] * n  # reference 1 is new
+    )
+    assert m.style_cache().inverted == 2
+    again = m.apply_batch(images[:2], labels[:2], [0, 0], seeds=[1, 2])
+    for a, b in zip(first, again, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    m.prepare(make_references(n=2))  # new references: nothing cached survives
+    assert m.style_cache().inverted == 0 and not m.style_cache().trajectories
+    with pytest.raises(ConfigError):
+        create_method("styleid", style_cache_gb=-1)

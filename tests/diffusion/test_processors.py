@@ -173,22 +173,49 @@ def test_filtering_takes_the_content_attention_from_the_filter_pass(monkeypatch)
     assert sum(rows) == b + u  # style rows + one fused content pass (not 2B + U)
 
 
+class DictKV:
+    """A minimal key/value sink and source (what StyleID's KVRecord is to the processor)."""
+
+    def __init__(self):
+        self.items = {}
+
+    def put(self, where, k, v):
+        self.items[where] = (k.clone(), v.clone())
+
+    def get(self, where):
+        return self.items.get(where)
+
+
 @torch.no_grad()
 def test_styleid_record_then_inject():
     attn = make_attn()
     n = 9
     content, style, cur = torch.randn(1, n, 8), torch.randn(1, n, 8), torch.randn(1, n, 8)
-    st = AttentionState(mode="record", n_out=1, n_style=1, step=4)
+    sink = DictKV()
+    st = AttentionState(mode="record", n_out=1, n_style=1, step=4, kv_sinks=[sink])
     rec = run(attn, st, torch.cat([content, style]), key="L")
     torch.testing.assert_close(rec, make_attn()(torch.cat([content, style])), atol=1e-6, rtol=1e-6)
-    q_c, k_s, v_s = st.store[("L", 4)]
+    q_c = st.store[("L", 4)]
+    k_s, v_s = sink.get(("L", 4))
     # a copy of the content rows only, not a view keeping the whole batch alive
     assert q_c.shape == (1, 2, n, 4) and q_c.untyped_storage().nbytes() == q_c.nbytes
+    _, k_all, v_all = qkv(attn, torch.cat([content, style]))
+    torch.testing.assert_close(k_s, k_all[1:])
+    torch.testing.assert_close(v_s, v_all[1:])
     st.mode, st.gamma, st.tau, st.style_of_out = "inject", 0.75, 1.5, torch.tensor([0])
+    st.n_style, st.kv_sinks, st.kv_sources = 0, [], [sink]
     got = run(attn, st, cur, key="L")
     q_cur = heads(attn, attn.to_q(cur))
     want = attention(0.75 * q_c + 0.25 * q_cur, k_s, v_s, scale=attn.scale * 1.5)
     torch.testing.assert_close(got, project_out(attn, want), atol=1e-5, rtol=1e-5)
+    # the same keys/values recomputed by a style row riding along: same out row, the
+    # style row attends normally and feeds its sink
+    again = DictKV()
+    st.n_style, st.kv_sinks, st.kv_sources = 1, [again], [0]
+    got2 = run(attn, st, torch.cat([cur, style]), key="L")
+    torch.testing.assert_close(got2[:1], got, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got2[1:], make_attn()(style), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(again.get(("L", 4))[0], k_s)
     st.step = 5
     with pytest.raises(RuntimeError, match="nothing recorded"):
         run(attn, st, cur, key="L")

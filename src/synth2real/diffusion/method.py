@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -30,7 +31,7 @@ from synth2real.diffusion.loading import (
 )
 from synth2real.diffusion.pipeline import ReferenceBank, WalkConfig, content_masks, cross_image_walk
 from synth2real.diffusion.processors import AttentionState, install_processors, restore_processors
-from synth2real.diffusion.styleid import StyleIDConfig, styleid_transfer
+from synth2real.diffusion.styleid import StyleCache, StyleIDConfig, styleid_transfer
 from synth2real.errors import ConfigError
 from synth2real.methods.base import Method, References
 
@@ -183,6 +184,11 @@ class DiffusionMethod(Method):
         gamma: StyleID query preservation: ``Q = gamma*Q_content + (1-gamma)*Q``
             (0.3 gives stronger style). Default 0.75.
         tau: StyleID temperature on the attention logits. Default 1.5.
+        style_cache_gb: StyleID: GiB of device memory for the references' keys/values
+            (per step and edited layer), computed once and reused by every batch; styles
+            beyond it are recomputed from their cached inversion latents (one extra UNet
+            row per step). None = a quarter of the GPU's memory (of the RAM on a CPU,
+            4 GiB on MPS); 0 = never cache keys/values. Default None.
         freeu: diffusers' built-in FreeU on the UNet (see docs/DIFFUSION.md). Default True;
             ``styleid`` sets False (StyleID has no FreeU).
         freeu_params: FreeU factors ``[s1, s2, b1, b2]``. Default [0.9, 0.2, 1.2, 1.4].
@@ -223,6 +229,7 @@ class DiffusionMethod(Method):
         reference_quirks: bool = False,
         gamma: float = 0.75,
         tau: float = 1.5,
+        style_cache_gb: float | None = None,
         freeu: bool = True,
         freeu_params: tuple[float, float, float, float] = (0.9, 0.2, 1.2, 1.4),
         batch_size: int = 4,
@@ -255,6 +262,7 @@ class DiffusionMethod(Method):
         self.reference_quirks = bool(reference_quirks)
         self.gamma = float(gamma)
         self.tau = float(tau)
+        self.style_cache_gb = None if style_cache_gb is None else float(style_cache_gb)
         self.freeu = bool(freeu)
         self.freeu_params = tuple(float(v) for v in freeu_params)
         self.batch_size = int(batch_size)
@@ -270,6 +278,7 @@ class DiffusionMethod(Method):
         self._schedule: Schedule | None = None
         self._ref_latents: dict[Size, torch.Tensor] = {}
         self._banks: dict[Size, ReferenceBank] = {}
+        self._style_cache: StyleCache | None = None  # StyleID's reference inversions
         self._batch_limit: int | None = None  # lowered after an out-of-memory error
 
     # -- parameters ------------------------------------------------------------------------
@@ -311,6 +320,8 @@ class DiffusionMethod(Method):
             bad(f"gamma must be in [0, 1], got {self.gamma}")
         if self.tau <= 0:
             bad(f"tau must be positive, got {self.tau}")
+        if self.style_cache_gb is not None and self.style_cache_gb < 0:
+            bad(f"style_cache_gb must be >= 0 or None, got {self.style_cache_gb}")
         if len(self.freeu_params) != 4:
             bad(f"freeu_params must be [s1, s2, b1, b2], got {self.freeu_params}")
         if self.batch_size < 1:
@@ -376,8 +387,33 @@ class DiffusionMethod(Method):
         self._models = models
         self._layers = layers
         self._schedule = Schedule.from_scheduler(models.scheduler, self.num_inference_steps)
+        self._drop_reference_caches()
+
+    def _drop_reference_caches(self) -> None:
         self._ref_latents.clear()
         self._banks.clear()
+        if self._style_cache is not None:
+            self._style_cache.clear()
+        self._style_cache = None
+
+    def style_cache(self) -> StyleCache:
+        """StyleID's cache of reference inversions (budget ``style_cache_gb``)."""
+        if self._style_cache is None:
+            self._style_cache = StyleCache(self._style_cache_budget())
+        return self._style_cache
+
+    def _style_cache_budget(self) -> int:
+        if self.style_cache_gb is not None:
+            return int(self.style_cache_gb * (1 << 30))
+        dev = self.models.device
+        if dev.type == "cuda":
+            return torch.cuda.get_device_properties(dev).total_memory // 4
+        if dev.type == "cpu":
+            try:
+                return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+            except (AttributeError, ValueError, OSError):
+                pass
+        return 4 << 30
 
     def close(self) -> None:
         """Restore the UNet's own processors and drop cached reference latents."""
@@ -386,8 +422,7 @@ class DiffusionMethod(Method):
             restore_processors(unet, self._previous_processors)
         self._previous_processors = None
         self._models = None
-        self._ref_latents.clear()
-        self._banks.clear()
+        self._drop_reference_caches()
 
     # -- life cycle ------------------------------------------------------------------------
     def prepare(self, references: References) -> None:
@@ -395,8 +430,7 @@ class DiffusionMethod(Method):
         reference now; with an int working size this happens on first use of each size
         (once for all content images of that size)."""
         super().prepare(references)
-        self._ref_latents.clear()
-        self._banks.clear()
+        self._drop_reference_caches()
         _ = self.models
         if isinstance(self.working_size, tuple):
             self._bank(self.working_size)  # type: ignore[arg-type]
@@ -548,6 +582,8 @@ class DiffusionMethod(Method):
                 log.warning(note)
                 m.notes.append(note)
                 m.to_dtype(torch.float32)
+                if self._style_cache is not None:  # StyleID's keys/values came from that dtype
+                    self._style_cache.clear()
                 latents = self._translate_latents(batch, content)
                 if not bool(torch.isfinite(latents).all()):
                     raise NonFiniteError(
@@ -576,6 +612,8 @@ class DiffusionMethod(Method):
                 content,
                 styles,
                 [unique.index(r) for r in batch.refs],
+                style_keys=[(batch.size, r) for r in unique],
+                cache=self.style_cache(),
             )
         bank = self._bank(batch.size)
         masks = None

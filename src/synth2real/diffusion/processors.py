@@ -13,12 +13,15 @@ Batch layouts (rows of the UNet batch):
   with their own queries to the keys/values of their style row (``state.style_of_out``),
   with sharpening, optionally filtered against their content row; style and content rows
   attend normally.
-- ``"record"`` (StyleID inversion): ``[content_1 .. content_B, style_1 .. style_U]``.
-  Attention is unchanged; the content queries and the style keys/values of the step are
-  kept on the device in ``state.store``.
-- ``"inject"`` (StyleID sampling): ``[out_1 .. out_B]``. Queries
-  ``gamma * Q_content + (1 - gamma) * Q_out``, the recorded style keys/values, logits
-  multiplied by ``tau``.
+- ``"record"`` (StyleID inversion): ``[content_1 .. content_B, style_1 .. style_V]``.
+  Attention is unchanged; the content queries of the step are kept on the device in
+  ``state.store``, and each style row's keys/values go to its sink in
+  ``state.kv_sinks`` (when it has one).
+- ``"inject"`` (StyleID sampling): ``[out_1 .. out_B, style_1 .. style_V]``. The out rows
+  use queries ``gamma * Q_content + (1 - gamma) * Q_out``, their style's keys/values
+  (``state.kv_sources``: a cached record, or one of this batch's style rows), logits
+  multiplied by ``tau``; the style rows (styles whose keys/values are recomputed) attend
+  normally and feed their sinks.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +39,20 @@ from synth2real.diffusion.attention import attention, filtered_attention
 from synth2real.diffusion.layers import AttentionLayer
 
 Mode = Literal["off", "swap", "record", "inject"]
+#: where a recorded feature belongs: ``(layer key, step)``
+Where = tuple[str, int]
+
+
+class KVSink(Protocol):
+    """Receives a style row's keys/values (StyleID's ``KVRecord``)."""
+
+    def put(self, where: Where, k: Tensor, v: Tensor) -> None: ...
+
+
+class KVSource(Protocol):
+    """Holds a style's recorded keys/values (StyleID's ``KVRecord``)."""
+
+    def get(self, where: Where) -> tuple[Tensor, Tensor] | None: ...
 
 
 @dataclass
@@ -45,16 +62,23 @@ class AttentionState:
     Attributes:
         mode: ``"off"`` (default attention), ``"swap"``, ``"record"`` or ``"inject"``.
         n_out: number of out (``swap``/``inject``) or content (``record``) rows, ``B``.
-        n_style: number of style rows ``U`` (``swap``/``record``).
-        style_of_out: ``(B,)`` int64 on the device: the style row (0..U-1) of each out row.
+        n_style: number of style rows after them, ``U`` (``swap``) or ``V``
+            (``record``/``inject``).
+        style_of_out: ``(B,)`` int64 on the device: the style (0..U-1; in ``inject`` an
+            index into ``kv_sources``) of each out row.
         sharpen: contrast factor ``s`` of the swapped attention (``None`` or 1 = off).
         filtering: apply CACTIF's filter (``swap`` only).
         filter_p: the filter's quantile ``p``.
         step: current step index (``record``/``inject``: the key into ``store``).
         gamma, tau: StyleID's query preservation and temperature.
         chunk_size: queries per attention chunk (``None`` = from ``memory_budget``).
-        memory_budget: bytes for one chunk's attention probabilities (``None`` = default).
-        store: ``{(layer key, step): (q_content, k_style, v_style)}`` recorded by StyleID.
+        memory_budget: bytes of attention probabilities one call may hold, all chunks
+            together (``None`` = ``attention.DEFAULT_MEMORY_BUDGET``, capped by free GPU
+            memory); chunks are 256 MiB on the CPU, 1 GiB on a GPU.
+        store: ``{(layer key, step): q_content}`` recorded by StyleID's inversion.
+        kv_sinks: StyleID: one sink (or None) per style row, receiving its keys/values.
+        kv_sources: StyleID sampling: per style, a source of recorded keys/values or the
+            index of the style row (0..V-1) of this batch that computes them.
     """
 
     mode: Mode = "off"
@@ -69,13 +93,17 @@ class AttentionState:
     tau: float = 1.5
     chunk_size: int | None = None
     memory_budget: int | None = None
-    store: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+    store: dict[Where, Tensor] = field(default_factory=dict)
+    kv_sinks: list[KVSink | None] = field(default_factory=list)
+    kv_sources: list[KVSource | int] = field(default_factory=list)
 
     def reset(self) -> None:
         """Back to default attention; drop recorded features."""
         self.mode = "off"
         self.style_of_out = None
         self.store.clear()
+        self.kv_sinks = []
+        self.kv_sources = []
 
 
 def _style_rows(k: Tensor, style_of_out: Tensor | None, n_out: int) -> Tensor:
@@ -148,11 +176,17 @@ class CrossImageAttnProcessor:
             out = self._swap(attn, query, key, value)
         elif st.mode == "record":
             b = st.n_out
-            # copies: a slice would keep the whole batch's projections alive
-            st.store[(self.key, st.step)] = (query[:b].clone(), key[b:].clone(), value[b:].clone())
+            if b:  # a copy: a slice would keep the whole batch's projections alive
+                st.store[(self.key, st.step)] = query[:b].clone()
+            self._feed_sinks(key, value, b)
             out = F.scaled_dot_product_attention(query, key, value)
         elif st.mode == "inject":
-            out = self._inject(attn, query)
+            b = st.n_out
+            out = self._inject(attn, query[:b], key[b:], value[b:])
+            if query.shape[0] > b:  # style rows recomputing their keys/values
+                self._feed_sinks(key, value, b)
+                rest = F.scaled_dot_product_attention(query[b:], key[b:], value[b:])
+                out = torch.cat([out.to(rest.dtype), rest], dim=0)
         else:  # pragma: no cover - guarded by the Mode literal
             raise RuntimeError(f"unknown attention mode {st.mode!r}")
 
@@ -210,16 +244,39 @@ class CrossImageAttnProcessor:
         )
         return torch.cat([out.to(rest.dtype), rest], dim=0)
 
-    def _inject(self, attn: nn.Module, q: Tensor) -> Tensor:
+    def _feed_sinks(self, k: Tensor, v: Tensor, b: int) -> None:
         st = self.state
-        rec = st.store.get((self.key, st.step))
-        if rec is None:
+        for j, sink in enumerate(st.kv_sinks):
+            if sink is not None:
+                sink.put((self.key, st.step), k[b + j : b + j + 1], v[b + j : b + j + 1])
+
+    def _inject(self, attn: nn.Module, q: Tensor, k_rows: Tensor, v_rows: Tensor) -> Tensor:
+        st = self.state
+        where = (self.key, st.step)
+        q_content = st.store.get(where)
+        if q_content is None:
             raise RuntimeError(f"StyleID: nothing recorded for layer {self.key} at step {st.step}")
-        q_content, k_style, v_style = rec
         if q_content.shape != q.shape:
             raise RuntimeError(
                 f"StyleID: recorded queries {tuple(q_content.shape)} do not match {tuple(q.shape)}"
             )
+        ks, vs = [], []
+        for src in st.kv_sources:
+            if isinstance(src, int):
+                ks.append(k_rows[src : src + 1])
+                vs.append(v_rows[src : src + 1])
+                continue
+            rec = src.get(where)
+            if rec is None:
+                raise RuntimeError(
+                    f"StyleID: no style keys/values for layer {self.key} at step {st.step}"
+                )
+            ks.append(rec[0].to(q.dtype))
+            vs.append(rec[1].to(q.dtype))
+        if not ks:
+            raise RuntimeError("StyleID: no style keys/values (state.kv_sources is empty)")
+        k_style = ks[0] if len(ks) == 1 else torch.cat(ks)
+        v_style = vs[0] if len(vs) == 1 else torch.cat(vs)
         q_mix = st.gamma * q_content + (1.0 - st.gamma) * q
         return attention(
             q_mix,
