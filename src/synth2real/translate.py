@@ -26,6 +26,7 @@ What this module guarantees, whatever the method:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ from synth2real.methods.base import Method, References, check_output, image_seed
 from synth2real.progress import progress_bar
 
 REFERENCE_CHOICES = ("round-robin", "random", "matched")
+
+log = logging.getLogger("synth2real.translate")
 
 #: test hook: seconds to sleep after each written image (lets tests kill a run mid-way)
 _SLEEP_ENV = "S2R_DEBUG_SLEEP_PER_IMAGE"
@@ -219,6 +222,30 @@ def choose_references(
             out.append(int(tied[i % len(tied)]))
         return out
     raise ConfigError(f"unknown reference choice {strategy!r}; choose one of {REFERENCE_CHOICES}")
+
+
+def plan_batches(
+    todo: Sequence[int], assignment: Sequence[int], batch_size: int
+) -> list[list[tuple[int, int]]]:
+    """Split the work into batches of ``(sample index, reference index)``.
+
+    With ``batch_size > 1`` the samples are grouped by their reference (groups in order of
+    first appearance, dataset order inside each group) before being cut into batches, so
+    a batch holds one reference (two where groups meet): a diffusion method then runs one
+    style branch per batch instead of one per image. Nothing else changes: each image's
+    result depends only on its own seed (``image_seed(seed, name)``), not on its batch,
+    and the manifest is merged in dataset order.
+    """
+    order = list(todo)
+    if batch_size > 1:
+        rank: dict[int, int] = {}
+        for i in order:
+            rank.setdefault(assignment[i], len(rank))
+        order.sort(key=lambda i: rank[assignment[i]])  # stable: dataset order inside
+    return [
+        [(i, assignment[i]) for i in order[k : k + batch_size]]
+        for k in range(0, len(order), batch_size)
+    ]
 
 
 # -- workers -------------------------------------------------------------------------------
@@ -425,7 +452,14 @@ def translate_dataset(
     if not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise ConfigError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     shard = (int(shard[0]), int(shard[1]))
-    if method.needs_gpu:
+    if method.needs_gpu and workers > 1:
+        log.warning(
+            "%s: workers=%d ignored: a GPU method runs in this one process (its batches "
+            "already fill the device); for several GPUs run one process per GPU with "
+            "`accelerate launch --num_processes N -m synth2real translate ...`",
+            method.name,
+            workers,
+        )
         workers = 1
     if method.needs_reference_labels:
         if not references.labelled:
@@ -475,7 +509,7 @@ def translate_dataset(
     skipped = len(mine) - len(todo)
     info = {"seed": int(seed), "params": method.params(), "reference_choice": reference_choice}
     bs = max(1, int(getattr(method, "batch_size", 1) or 1))
-    batches = [[(i, assignment[i]) for i in todo[k : k + bs]] for k in range(0, len(todo), bs)]
+    batches = plan_batches(todo, assignment, bs)
 
     t0 = time.perf_counter()
     written = 0
