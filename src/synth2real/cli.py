@@ -234,6 +234,29 @@ def _render_inspect(report, max_problems: int) -> None:
 # ---------------------------------------------------------------------------------------
 # translate  (methods + translate runner)
 # ---------------------------------------------------------------------------------------
+def _show_library_log() -> None:
+    """Print the library's log lines (``synth2real.*``, INFO and up) on the console:
+    e.g. which device, dtype and model a diffusion method loaded, once, and a warning
+    when it runs on the CPU."""
+    import logging
+
+    from rich.markup import escape
+
+    class _ConsoleHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = escape(record.getMessage())
+            if record.levelno >= logging.WARNING:
+                console.print(f"[bold yellow]warning:[/] {msg}")
+            else:
+                console.print(f"[dim]{msg}[/]")
+
+    logger = logging.getLogger("synth2real")
+    if not any(type(h).__name__ == "_ConsoleHandler" for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 @app.command("translate")
 def translate_cmd(
     source: Annotated[Path, typer.Option("--source", help="The (synthetic) dataset to translate.")],
@@ -329,6 +352,7 @@ def translate_cmd(
     from synth2real.methods.registry import parse_param
     from synth2real.translate import load_references, translate_dataset
 
+    _show_library_log()
     overrides = {}
     for item in param or []:
         key, sep, raw = item.partition("=")

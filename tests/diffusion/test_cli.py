@@ -92,3 +92,17 @@ def test_cli_reports_missing_weights_without_a_traceback(data, tmp_path, monkeyp
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "hf download" in err and "Traceback" not in err
+
+
+def test_cli_says_once_where_a_diffusion_method_runs_and_warns_on_cpu(
+    data, tmp_path, tiny_model_dir
+):
+    res = CliRunner().invoke(
+        app, args(data, tmp_path / "out", "cross-image", tiny_model_dir) + ["--workers", "2"]
+    )
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert text.count(f"model {tiny_model_dir} on cpu, UNet in float32") == 1
+    assert text.count("warning: cross-image runs on the CPU") == 1
+    assert "minutes per image" in text
+    assert "workers=2 ignored" in text and "accelerate launch" in text

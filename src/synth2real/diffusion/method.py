@@ -367,7 +367,30 @@ class DiffusionMethod(Method):
         """The loaded models (loaded on first use)."""
         if self._models is None:
             self.set_models(load_models(self.model, device=self.device, dtype=self.dtype))
+            self._announce()
         return self._models  # type: ignore[return-value]
+
+    def _announce(self) -> None:
+        """Say once per model load where and how the method runs (the CLI shows it)."""
+        m = self._models
+        if m is None:
+            return
+        name = self.name or "diffusion"
+        log.info(
+            "%s: model %s on %s, UNet in %s, working size %s, batches of %d",
+            name,
+            m.source or self.model,
+            m.device,
+            str(m.dtype).removeprefix("torch."),
+            self.working_size,
+            self.batch_size,
+        )
+        if m.device.type == "cpu":
+            log.warning(
+                "%s runs on the CPU: it works, but expect minutes per image at working size "
+                "512 (a GPU is tens of times faster; device=auto uses one when torch sees it)",
+                name,
+            )
 
     def set_models(self, models: DiffusionModels) -> None:
         """Use already loaded models (e.g. several presets sharing one set of weights)."""
