@@ -52,3 +52,14 @@ def test_cpu_filter_benchmark_worker_variants_agree():
     ours = bench.run_ours(q, k, v, 0.25, 1.67)
     assert ours.shape == ref.shape == (3, 2, 64, 8)
     assert float((ours - ref).abs().max()) < 1e-5
+
+
+def test_thin_share_benchmark_quick_mode(cracks_root, tmp_path):
+    bench = _load("thin_share_cracks")
+    assert bench.main(["--quick", "--data", str(cracks_root), "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "thin_share_cracks_quick.json").read_text())
+    refs, syn = record["summary"]["references"], record["summary"]["synthetic"]
+    assert refs["0.25"]["images"] == 10 and syn["0.25"]["images"] == 8
+    # what docs/DIFFUSION.md says: at the default no image loses its cracks
+    assert refs["0.25"]["min"] > 1.0 and syn["0.25"]["min"] > 1.0
+    assert "Do not edit by hand" in (tmp_path / "thin_share_cracks_quick.md").read_text()

@@ -332,3 +332,25 @@ def test_styleid_inverts_each_reference_once_per_working_size(tiny_model_dir):
     assert m.style_cache().inverted == 0 and not m.style_cache().trajectories
     with pytest.raises(ConfigError):
         create_method("styleid", style_cache_gb=-1)
+
+
+def test_thin_classes_keep_their_own_classwise_statistics_by_default(tiny_model_dir):
+    """A 2-px crack covers a quarter of the 8x8 blocks it crosses: the default keeps it
+    at latent size (on the reference and the content alike) so class-wise AdaIN matches
+    crack statistics; plain majority voting (thin_share=0) erases it into background."""
+    from synth2real.data.classes import ClassSpec
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    lab = np.zeros((64, 64), np.uint8)
+    lab[:, 32:] = 1
+    lab[:, 12:14] = 2  # a vertical crack, 2 px wide
+    refs = References([img], [lab], ["r"], ClassSpec(("background", "road", "crack")))
+    m = fast("cacti", tiny_model_dir, working_size=(64, 64))
+    assert m.thin_share == 0.25
+    m.prepare(refs)
+    assert int(m._bank((64, 64)).source[0, 2]) == 0  # the crack's own statistics
+    majority = fast("cacti", tiny_model_dir, working_size=(64, 64), thin_share=0.0)
+    majority.prepare(refs)
+    assert int(majority._bank((64, 64)).source[0, 2]) == 2  # vanished: global statistics
+    assert m.apply(img, lab, 0).shape == img.shape

@@ -168,9 +168,12 @@ class DiffusionMethod(Method):
         erosion: erosion iterations (3x3 cross) of the class masks at latent size before
             their statistics are computed; classes that vanish use their whole mask.
             0 = none. Default 1.
-        thin_share: how label maps reach latent size (one label per 8x8 block): 0 = the
-            block's majority class; e.g. 0.25 = the rarest class covering at least a
-            quarter of the block, so thin classes (cracks) survive. Default 0.0.
+        thin_share: how label maps reach latent size (one label per 8x8 block): a block
+            goes to the rarest class (in the image) covering at least this share of it,
+            else to its majority class; the same rule for contents and references, so
+            thin classes (cracks, poles) keep latent pixels and their own class-wise
+            statistics. 0 = plain majority (thin classes vanish into their
+            surroundings; the behaviour before 0.25 became the default). Default 0.25.
         filtering: CACTIF's selective attention filtering (needs swap). Default False;
             ``cactif`` sets True.
         filter_p: the filter's quantile ``p`` (useful range 0.1 to 0.3). Default 0.25.
@@ -195,8 +198,9 @@ class DiffusionMethod(Method):
         batch_size: content images translated together (they share the style rows).
             On out-of-memory a batch is retried in halves, and later batches stay at
             the size that fitted. Default 4.
-        attention_chunk: queries per attention chunk in the edited layers; None = chosen
-            from a 1 GiB budget per chunk. Default None.
+        attention_chunk: queries per attention chunk in the edited layers; None = chunks
+            of at most 256 MiB of probabilities on a CPU, 1 GiB on a GPU (a call holds at
+            most 4 GiB, or half the free GPU memory). Default None.
         seed: seed of the inversion noise (combined with each image's pixels, so results
             do not depend on batching, order or sharding). Default 0.
         compile: ``torch.compile`` the UNet (experimental; pays off on long GPU runs).
@@ -222,7 +226,7 @@ class DiffusionMethod(Method):
         adain: Literal["none", "global", "classwise"] = "global",
         classwise_steps: tuple[int, int] = (5, 15),
         erosion: int = 1,
-        thin_share: float = 0.0,
+        thin_share: float = 0.25,
         filtering: bool = False,
         filter_p: float = 0.25,
         adain_sigma_offset: float | None = None,
