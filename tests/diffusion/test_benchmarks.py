@@ -63,3 +63,27 @@ def test_thin_share_benchmark_quick_mode(cracks_root, tmp_path):
     # what docs/DIFFUSION.md says: at the default no image loses its cracks
     assert refs["0.25"]["min"] > 1.0 and syn["0.25"]["min"] > 1.0
     assert "Do not edit by hand" in (tmp_path / "thin_share_cracks_quick.md").read_text()
+
+
+@pytest.mark.slow
+def test_rows_benchmark_counts_what_the_docs_say(tmp_path):
+    bench = _load("diffusion_rows")
+    argv = ["--images", "8", "--references", "2", "--steps", "3", "--batch-size", "2"]
+    argv += ["--tokens", "64", "--repeats", "1", "--out-dir", str(tmp_path)]
+    assert bench.main(argv) == 0
+    record = json.loads((tmp_path / "diffusion_rows.json").read_text())
+    styleid = {r["variant"].split(" (")[0]: r["rows"] for r in record["styleid"]}
+    # grouped: 4 batches of 2, two per reference, 3 steps
+    # before: every batch inverts its style, (2 + 1) x 3 + 2 x 3
+    assert styleid["styles inverted with every batch"] == 4 * 15
+    # cached: a reference's first batch as before, its second one contents only
+    assert styleid["reference cache"] == 2 * 15 + 2 * 12
+    # no room for keys/values: inverted once, then a style row in every sampling step
+    assert styleid["cache, no room for keys/values"] == 2 * (9 + 9) + 2 * (6 + 9)
+    grouping = {(r["preset"], r["variant"][:7]): r["rows"] for r in record["grouping"]}
+    # 2 denoising steps; per step out + content rows (2 + 2) plus one style row per
+    # distinct reference: 1 per batch grouped, 2 in dataset order (round-robin)
+    for preset in ("cross-image", "cactif"):
+        assert grouping[(preset, "grouped")] == 4 * 2 * 5
+        assert grouping[(preset, "dataset")] == 4 * 2 * 6
+    assert record["filtered_layer"]["max_abs_diff"] == 0.0
