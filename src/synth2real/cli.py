@@ -140,17 +140,150 @@ def evaluate_cmd() -> None:
 # pilot / demo  (pilot)
 # ---------------------------------------------------------------------------------------
 @app.command("pilot")
-def pilot_cmd() -> None:
-    """Run the pilot: translate, train and score every setting, write the HTML report."""
-    raise NotImplementedError("pilot: implemented in pilot/")
+def pilot_cmd(
+    source: Annotated[
+        Path, typer.Option("--source", help="Labelled synthetic images (dataset folder).")
+    ],
+    references: Annotated[
+        Path, typer.Option("--references", help="Labelled real references (dataset folder).")
+    ],
+    test: Annotated[
+        Path,
+        typer.Option(
+            "--test",
+            help="Labelled real test images (dataset folder; may be the references' folder with --test-names).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder (translations, runs, results, report.html)."),
+    ],
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods", help="Comma-separated translation methods (see `synth2real methods`)."
+        ),
+    ] = "reinhard,reinhard-cw",
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Number of training seeds (3 -> 0,1,2) or a comma list.")
+    ] = "3",
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Subset of --references: FILE (one name a line), FILE.json:KEY, or a,b,c.",
+        ),
+    ] = None,
+    test_names: Annotated[
+        str | None, typer.Option("--test-names", help="Subset of --test (same syntax).")
+    ] = None,
+    source_names: Annotated[
+        str | None, typer.Option("--source-names", help="Subset of --source (same syntax).")
+    ] = None,
+    source_limit: Annotated[
+        int | None,
+        typer.Option("--source-limit", help="Use a fixed random subset of N synthetic images."),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Short training budget for a first look (cannot separate close methods).",
+        ),
+    ] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Training budget overrides, e.g. iterations=600,batch=8,crop=256,max_size=512.",
+        ),
+    ] = None,
+    real_ratio: Annotated[
+        float,
+        typer.Option(
+            "--real-ratio",
+            help="Share of each batch drawn from the references in the +real settings.",
+        ),
+    ] = 0.5,
+    model: Annotated[
+        str, typer.Option("--model", help="Segmentation model (small-unet, segformer).")
+    ] = "small-unet",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", help="Translation worker processes.")] = 1,
+    metric: Annotated[
+        str, typer.Option("--metric", help="What the verdict is judged on: miou or iou:<class>.")
+    ] = "miou",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Method parameter, METHOD.KEY=VALUE (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the pilot in --out: finished runs and translations are kept."
+        ),
+    ] = False,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+) -> None:
+    """Run the pilot: translate, train and score every setting, write the HTML report.
+
+    Settings (docs/BENCHMARK.md): source-only, real-only, source+real, and per method
+    translated and translated+real; each trained once per seed with one fixed budget and
+    scored on the real test images at their own resolution.
+    """
+    from synth2real.data.select import parse_names
+    from synth2real.errors import ConfigError
+    from synth2real.methods.registry import parse_param
+    from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
+
+    method_params: dict = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        mname, dot, pkey = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--param: expected METHOD.KEY=VALUE, got {item!r}")
+        method_params.setdefault(mname, {})[pkey] = parse_param(mname, pkey, raw)
+    cfg = PilotConfig(
+        source=source,
+        references=references,
+        test=test,
+        methods=[m for m in methods.split(",") if m.strip()],
+        seeds=seeds,
+        budget=parse_budget(budget, QUICK_BUDGET if quick else DEFAULT_BUDGET),
+        budget_name=("quick" if quick else "default") + ("+custom" if budget else ""),
+        source_names=parse_names(source_names) if source_names else None,
+        reference_names=parse_names(reference_names) if reference_names else None,
+        test_names=parse_names(test_names) if test_names else None,
+        source_limit=source_limit,
+        real_ratio=real_ratio,
+        model=model,
+        device=device,
+        workers=workers,
+        metric=metric,
+        format=format,
+        classes=str(classes) if classes else None,
+        class_map=str(class_map) if class_map else None,
+        method_params=method_params,
+    )
+    result = run_pilot(cfg, out, resume=resume)
+    Console().print(
+        f"report: {result.report}\nresults: {result.results_json}, {result.results_csv}"
+    )
 
 
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds.")] = 2,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "cpu",
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
-    raise NotImplementedError("demo: implemented in pilot/")
+    from synth2real.pilot.demo import run_demo
+
+    result = run_demo(out, seeds=seeds, device=device)
+    Console().print(f"\n[bold]demo report[/]: {result.report.resolve()}")
 
 
 # ---------------------------------------------------------------------------------------
