@@ -157,6 +157,10 @@ class PilotConfig:
         translate_seed: seed of the (single) translation per method.
         budget_name: what the budget is called in the report (``quick``, ``default``,
             ``demo``, ``custom``); a quick budget gets a warning next to the verdict.
+        translate_at_train_size: when the budget caps the training resolution
+            (``max_size``: shorter side in pixels) and synthetic images are larger, shrink
+            them once to that size (``DIR/source_max<N>``) and translate those: training
+            would shrink them anyway, and translation gets cheaper (default True).
     """
 
     source: Path
@@ -180,6 +184,7 @@ class PilotConfig:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     translate_seed: int = 0
     budget_name: str = "custom"
+    translate_at_train_size: bool = True
 
     def __post_init__(self) -> None:
         self.source, self.references, self.test = (
@@ -231,6 +236,7 @@ class PilotConfig:
             "classes": self.classes,
             "class_map": self.class_map,
             "translate_seed": self.translate_seed,
+            "translate_at_train_size": self.translate_at_train_size,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -393,6 +399,48 @@ def _check_classes(a, b, what: str) -> None:
             f"{what} has classes {list(b.classes.names)} but the source has {list(a.classes.names)}; "
             "give the same --classes / --class-map for all folders"
         )
+
+
+def source_at_size(source, max_size: int | None, out: Path, progress: bool = True):
+    """``source`` with every image shrunk so its shorter side is at most ``max_size``.
+
+    Shrinks exactly as training does at decode time (``segment.sampling.downscale``: area
+    filter for images, nearest neighbour for labels), once, into ``out/source_max<N>`` in
+    the generic layout (PNG images, index PNG labels, ``classes.yaml``); files already
+    there are kept (resume). Returns ``source`` itself when no image is larger.
+    """
+    from synth2real.data.classes import save_class_spec
+    from synth2real.data.io import image_size, write_image_atomic
+    from synth2real.data.readers import open_dataset
+    from synth2real.progress import progress_bar
+
+    if not max_size:
+        return source
+    if all(min(image_size(s.image_path)) <= max_size for s in source.samples):
+        return source
+    from synth2real.segment.sampling import downscale
+
+    root = out / f"source_max{max_size}"
+    todo = [
+        s
+        for s in source.samples
+        if not (root / "labels" / f"{s.name}.png").is_file()
+        or not (root / "images" / f"{s.name}.png").is_file()
+    ]
+    if todo:
+        _log(
+            f"shrinking {len(todo)} synthetic images to {max_size} px (shorter side) once", progress
+        )
+    with progress_bar(len(todo), f"source at {max_size} px", enabled=progress) as advance:
+        for s in todo:
+            img, lab = downscale(source.image(s), source.label(s), max_size)
+            write_image_atomic(root / "images" / f"{s.name}.png", img)
+            if lab is not None:
+                write_image_atomic(root / "labels" / f"{s.name}.png", lab)
+            advance()
+    save_class_spec(source.classes, root / "classes.yaml")
+    small = open_dataset(root, format="generic", require_labels=True)
+    return small.select([s.name for s in source.samples])
 
 
 def _translate(cfg: PilotConfig, method_name: str, source, refs, out: Path, progress: bool) -> dict:
@@ -593,6 +641,8 @@ def run_pilot(
         rng = random.Random(0)
         picked = sorted(rng.sample(range(len(source)), cfg.source_limit))
         source = source.subset([source.samples[i] for i in picked])
+    if cfg.translate_at_train_size:
+        source = source_at_size(source, budget.get("max_size"), out, progress)
     refs_ds = _open(cfg.references, cfg, cfg.reference_names, "references")
     test = _open(cfg.test, cfg, cfg.test_names, "test")
     _check_classes(source, refs_ds, "references")
