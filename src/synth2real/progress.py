@@ -1,48 +1,46 @@
-"""One progress-bar helper for every long job (rich), silent when disabled.
+"""Progress bars for long work (rich), written to stderr and easy to switch off.
 
-Usage::
+    with progress_bar(total=len(ds), description="scanning", enabled=True) as advance:
+        for item in items:
+            ...
+            advance()          # or advance(n), or advance(loss="0.123") to show fields
 
-    with progress_bar(total=n, description="training", enabled=progress) as bar:
-        for ...:
-            bar.advance(loss=f"{loss:.3f}")
-
-Extra keyword fields passed to :meth:`Bar.advance` / :meth:`Bar.update` are shown after
-the bar (``loss=0.123``). With ``enabled=False`` nothing is drawn and the calls cost
-nothing, so library functions can take a ``progress: bool`` argument and pass it on.
+The yielded object is callable (``advance(n=1, **fields)``) and also has ``.advance`` and
+``.update(completed=None, **fields)``; extra keyword fields are shown after the bar
+(``loss=0.123  it_s=2.1``). When ``enabled`` is false, or stderr is not a terminal and
+``force`` is not set, nothing is drawn and every call is a no-op, so library code can
+always call it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+T = TypeVar("T")
 
 
 class Bar:
-    """Handle of one running bar (a no-op when the bar is disabled)."""
+    """Handle of one running bar (a no-op when nothing is drawn)."""
 
-    def __init__(self, progress: Progress | None, task: int | None):
+    def __init__(self, progress: Any = None, task: Any = None):
         self._progress = progress
         self._task = task
 
+    def __call__(self, n: float = 1, **fields: object) -> None:
+        self.advance(n, **fields)
+
     def advance(self, n: float = 1, **fields: object) -> None:
-        """Move ``n`` steps forward and update the extra fields shown after the bar."""
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=n, info=_fmt(fields))
+        """Move ``n`` steps forward; ``fields`` replace the text shown after the bar."""
+        if self._progress is not None:
+            kw = {"info": _fmt(fields)} if fields else {}
+            self._progress.update(self._task, advance=n, **kw)
 
     def update(self, completed: float | None = None, **fields: object) -> None:
-        """Set the absolute position and/or the extra fields."""
-        if self._progress is not None and self._task is not None:
+        """Set the absolute position and/or the fields shown after the bar."""
+        if self._progress is not None:
             kw: dict = {"info": _fmt(fields)} if fields else {}
             if completed is not None:
                 kw["completed"] = completed
@@ -53,40 +51,58 @@ def _fmt(fields: dict) -> str:
     return "  ".join(f"{k}={v}" for k, v in fields.items())
 
 
-@contextlib.contextmanager
+@contextmanager
 def progress_bar(
     total: float | None,
     description: str = "",
-    *,
     enabled: bool = True,
+    force: bool = False,
+    *,
     completed: float = 0,
-    console: Console | None = None,
-    transient: bool = False,
 ) -> Iterator[Bar]:
-    """A rich progress bar on stderr: ``description  [bar]  n/total  elapsed  eta  info``.
+    """A rich progress bar on stderr; yields a callable :class:`Bar` (``advance(n=1)``).
 
     Args:
-        total: number of steps (``None`` for an indeterminate bar).
-        description: text before the bar.
-        enabled: draw nothing when False.
+        total: number of steps, or ``None`` when unknown.
+        description: text left of the bar.
+        enabled: ``False`` draws nothing.
+        force: draw even when stderr is not a terminal (logs, CI).
         completed: steps already done (a resumed job starts there).
-        console: the rich console to draw on (stderr by default).
-        transient: remove the bar when done.
     """
-    if not enabled:
-        yield Bar(None, None)
+    if not enabled or not (force or sys.stderr.isatty()):
+        yield Bar()
         return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TaskProgressColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
-        console=console or Console(stderr=True),
-        transient=transient,
-    )
-    with progress:
-        task = progress.add_task(description, total=total, completed=completed, info="")
-        yield Bar(progress, task)
+        console=Console(stderr=True),
+        transient=False,
+    ) as prog:
+        task = prog.add_task(description, total=total, completed=completed, info="")
+        yield Bar(prog, task)
+
+
+def track(
+    items: Iterable[T], total: int | None = None, description: str = "", enabled: bool = True
+) -> Iterator[T]:
+    """Iterate ``items`` with a progress bar (see :func:`progress_bar`)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar(total, description, enabled) as advance:
+        for item in items:
+            yield item
+            advance(1)

@@ -15,7 +15,35 @@ from pathlib import Path
 import numpy as np
 
 from synth2real.data.classes import ClassSpec
-from synth2real.data.io import read_image
+from synth2real.data.io import ROTATING_ORIENTATIONS, image_size, read_image
+from synth2real.errors import DataError
+
+
+class Problem(str):
+    """A non-fatal problem found in a dataset: the string ``"PATH: message"``, with fields.
+
+    It *is* a ``str`` (so it prints, compares and serialises as one) and also carries
+    ``kind`` (a short machine-readable tag such as ``missing-label``), ``path`` (the file
+    or folder concerned, or ``None``) and ``message``.
+    """
+
+    kind: str
+    path: str | None
+    message: str
+
+    def __new__(cls, kind: str, path: str | Path | None, message: str) -> Problem:
+        text = f"{path}: {message}" if path is not None else message
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        obj.path = str(path) if path is not None else None
+        obj.message = message
+        return obj
+
+    def __getnewargs__(self):  # type: ignore[override]  # pickling
+        return (self.kind, self.path, self.message)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -83,21 +111,83 @@ class Dataset(Sequence[Sample]):
         """True when every sample has a label file."""
         return bool(self.samples) and all(s.label_path is not None for s in self.samples)
 
+    def labelled(self) -> Dataset:
+        """The samples that have a label file (all of them when :attr:`has_labels`)."""
+        return self.subset([s for s in self.samples if s.label_path is not None])
+
+    @property
+    def num_labelled(self) -> int:
+        return sum(s.label_path is not None for s in self.samples)
+
     def image(self, item: int | Sample) -> np.ndarray:
         """The sample's image, ``HxWx3 uint8 RGB`` (EXIF orientation applied)."""
         s = self.samples[item] if isinstance(item, int) else item
         return read_image(s.image_path)
 
     def label(self, item: int | Sample) -> np.ndarray | None:
-        """The sample's decoded label map, ``HxW uint8`` class indices, or ``None``."""
+        """The sample's decoded label map, ``HxW uint8`` class indices, or ``None``.
+
+        The label map is checked against the image's size (read from its header, EXIF
+        rotation applied), so a mismatched pair fails here rather than in a training loop.
+
+        Raises:
+            DataError: naming the label file when it is unreadable, holds ids or colours
+                outside the class spec, or differs in size from its image.
+        """
         s = self.samples[item] if isinstance(item, int) else item
         if s.label_path is None:
             return None
-        return self.decode_label(s)
+        label = self.decode_label(s)
+        self.check_size(s, label.shape[:2], image_size(s.image_path))
+        return label
+
+    def pair(self, item: int | Sample) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(image, label)``: ``HxWx3 uint8`` and ``HxW uint8`` (or ``None``), same size.
+
+        Raises:
+            DataError: as :meth:`image` and :meth:`label`.
+        """
+        s = self.samples[item] if isinstance(item, int) else item
+        image = read_image(s.image_path)
+        if s.label_path is None:
+            return image, None
+        label = self.decode_label(s)
+        self.check_size(s, label.shape[:2], image.shape[:2])
+        return image, label
 
     def decode_label(self, sample: Sample) -> np.ndarray:
-        """Decode ``sample.label_path`` into class indices. Formats override this."""
+        """Decode ``sample.label_path`` into class indices. Formats override this.
+
+        Does not compare with the image size (:meth:`label` and :meth:`pair` do).
+        """
         raise NotImplementedError(f"{type(self).__name__} cannot decode labels")
+
+    @staticmethod
+    def check_size(sample: Sample, label_hw: tuple[int, ...], image_hw: tuple[int, ...]) -> None:
+        """Raise a :class:`DataError` naming both files when the sizes differ."""
+        lh, lw = int(label_hw[0]), int(label_hw[1])
+        ih, iw = int(image_hw[0]), int(image_hw[1])
+        if (lh, lw) == (ih, iw):
+            return
+        msg = f"label map is {lh}x{lw} (HxW) but its image {sample.image_path.name} is {ih}x{iw}"
+        if (lh, lw) == (iw, ih):
+            from PIL import Image
+
+            from synth2real.data.io import exif_orientation
+
+            try:
+                with Image.open(sample.image_path) as im:
+                    rotated = exif_orientation(im) in ROTATING_ORIENTATIONS
+            except OSError:
+                rotated = False
+            if rotated:
+                msg += (
+                    " after applying its EXIF rotation; the label matches the stored, "
+                    "unrotated pixels. synth2real shows images as a viewer does (EXIF "
+                    "applied), so the label must be drawn on the rotated image: rotate the "
+                    "label, or save the image without the EXIF orientation tag"
+                )
+        raise DataError(sample.label_path, msg)
 
     # -- selection ---------------------------------------------------------------------
     def subset(self, samples: Sequence[Sample]) -> Dataset:

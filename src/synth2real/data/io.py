@@ -80,6 +80,23 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _label_array(im: Image.Image, path: Path) -> np.ndarray:
+    if im.mode in ("P", "L"):
+        return np.asarray(im, dtype=np.uint8)
+    if im.mode == "1":
+        return np.asarray(im, dtype=np.uint8)  # 0/1
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im)
+        if arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:
+            raise DataError(path, "label ids outside 0..65535")
+        return arr.astype(np.uint16)
+    if im.mode in ("RGB", "RGBA"):
+        return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    if im.mode in ("LA", "PA"):
+        return np.asarray(im.convert("L") if im.mode == "LA" else im.convert("P"), dtype=np.uint8)
+    raise DataError(path, f"unsupported label image mode {im.mode!r}")
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
     """Read a label PNG *without* colour conversion.
 
@@ -92,19 +109,24 @@ def read_label_png(path: str | Path) -> np.ndarray:
         DataError: the file is missing, truncated or not an image.
     """
     path = Path(path)
+    return _label_array(_open(path), path)
+
+
+def read_label_raw(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like :func:`read_label_png`, plus the palette of palette-mode files.
+
+    Returns:
+        ``(raw, palette)``: ``raw`` as :func:`read_label_png`; ``palette`` a ``256x3
+        uint8`` array for palette-mode (``P``) files, else ``None``.
+    """
+    path = Path(path)
     im = _open(path)
-    if im.mode in ("P", "L", "1"):
-        return np.asarray(im, dtype=np.uint8) if im.mode != "1" else np.asarray(im, dtype=np.uint8)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im)
-        if arr.max(initial=0) > 65535 or arr.min(initial=0) < 0:
-            raise DataError(path, "label ids outside 0..65535")
-        return arr.astype(np.uint16)
-    if im.mode in ("RGB", "RGBA"):
-        return np.ascontiguousarray(np.asarray(im.convert("RGB")))
-    if im.mode == "LA":
-        return np.asarray(im.convert("L"), dtype=np.uint8)
-    raise DataError(path, f"unsupported label image mode {im.mode!r}")
+    palette = None
+    if im.mode == "P":
+        pal = im.getpalette() or []
+        pal = (list(pal[:768]) + [0] * 768)[:768]
+        palette = np.asarray(pal, dtype=np.uint8).reshape(256, 3)
+    return _label_array(im, path), palette
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -113,7 +135,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            orient = im.getexif().get(0x0112, 1)
+            orient = exif_orientation(im)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except (UnidentifiedImageError, OSError) as e:
@@ -177,3 +199,58 @@ def write_image_atomic(path: str | Path, image: np.ndarray, quality: int = 95) -
     """Write ``image`` (``HxWx3 uint8``) to ``path``; the format follows the extension."""
     path = Path(path)
     atomic_write_bytes(path, encode_image(image, path.suffix or "png", quality))
+
+
+# -- header facts --------------------------------------------------------------------------
+#: EXIF orientation values that swap width and height
+ROTATING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1..8) of an opened image; 1 when absent or unreadable."""
+    try:
+        o = int(im.getexif().get(0x0112, 1))
+    except Exception:  # corrupt EXIF blocks must not stop reading
+        return 1
+    return o if 1 <= o <= 8 else 1
+
+
+def verify_image(path: str | Path) -> dict:
+    """Fully decode ``path`` to prove it is readable; return facts about it.
+
+    JPEGs are decoded at reduced DCT scale (every byte is still read, so truncation is
+    still found) to keep scanning fast.
+
+    Returns:
+        ``{"height", "width"}`` as displayed (EXIF applied), ``"stored_height"``,
+        ``"stored_width"``, ``"mode"`` (Pillow mode), ``"format"``, ``"orientation"``.
+
+    Raises:
+        DataError: the file is missing, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        im = Image.open(path)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(path, f"not a readable image ({e})") from None
+    with im:
+        w, h = im.size
+        info = {
+            "stored_height": h,
+            "stored_width": w,
+            "mode": im.mode,
+            "format": im.format or "",
+            "orientation": exif_orientation(im),
+        }
+        if im.format == "JPEG":
+            im.draft(im.mode, (max(1, w // 8), max(1, h // 8)))
+        try:
+            im.load()
+        except OSError as e:
+            raise DataError(path, f"unreadable or truncated image ({e})") from None
+    if info["orientation"] in ROTATING_ORIENTATIONS:
+        w, h = h, w
+    info["height"], info["width"] = h, w
+    return info
