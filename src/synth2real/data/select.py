@@ -1,16 +1,15 @@
-"""Name subsets on the command line: ``--reference-names SPEC`` and friends.
+"""Parse a selection of sample names from the command line.
 
-One parser for every command that takes a subset of a dataset's samples. A ``SPEC`` is:
+One syntax everywhere a subset of a dataset is chosen by name (``--names``,
+``--reference-names``):
 
-- ``FILE.json:KEY`` - the list stored under ``KEY`` in a JSON file (``KEY`` may be a dotted
-  path into nested objects: ``splits.json:cracks.test``);
-- ``FILE.json`` - a JSON file holding a list of names;
-- ``FILE`` (any other existing file) - one name per line; blank lines and lines starting
-  with ``#`` are skipped, surrounding whitespace is stripped (names may contain spaces);
-- anything else - a comma-separated list of names (``a.jpg,b.jpg``).
+- ``FILE``: a text file with one name per line (blank lines and ``#`` comments skipped);
+- ``FILE.json:key``: the list stored under ``key`` in a JSON file (``splits.json:test``);
+  ``key`` may be a dotted path (``splits.json:cracks.test``);
+- ``a,b,c``: a comma-separated list of names.
 
-Names are matched by :meth:`synth2real.data.dataset.Dataset.select`: a sample's name,
-its image file name, or the file name without extension.
+Names are matched by :meth:`synth2real.data.dataset.Dataset.select` (sample name, image
+file name, or file stem).
 """
 
 from __future__ import annotations
@@ -21,81 +20,53 @@ from pathlib import Path
 from synth2real.errors import ConfigError, DataError
 
 
-def parse_names(spec: str | Path | None, *, base: str | Path | None = None) -> list[str] | None:
-    """Read a name subset from ``spec`` (see the module docstring).
-
-    Args:
-        spec: the subset specification, or ``None`` / ``""`` for "all samples".
-        base: folder that relative file paths in ``spec`` are resolved against
-            (default: the current directory).
-
-    Returns:
-        the names in the order given (duplicates removed, first kept), or ``None``.
+def parse_names(spec: str) -> list[str]:
+    """Turn ``spec`` (``FILE``, ``FILE.json:key`` or ``a,b,c``) into a list of names.
 
     Raises:
-        DataError: the file exists but cannot be read or holds no list of names.
-        ConfigError: the JSON key is missing or the spec yields no names.
+        DataError: the file exists but cannot be read, or the JSON key is missing or not a
+            list of strings.
+        ConfigError: the spec is empty or selects no name.
     """
-    if spec is None:
-        return None
-    text = str(spec).strip()
-    if not text:
-        return None
-
-    def resolve(p: str) -> Path:
-        path = Path(p).expanduser()
-        if base is not None and not path.is_absolute():
-            path = Path(base) / path
-        return path
-
+    spec = spec.strip()
+    if not spec:
+        raise ConfigError("empty name selection")
     names: list[str]
-    path = resolve(text)
-    head, sep, key = text.rpartition(":")
-    if path.is_file():
-        names = _read_file(path, None)
-    elif sep and head and resolve(head).is_file():
-        names = _read_file(resolve(head), key)
-    else:
-        names = [n.strip() for n in text.split(",")]
-        names = [n for n in names if n]
-        if len(names) == 1 and _looks_like_path(text):
-            raise ConfigError(
-                f"names: {text!r} looks like a file but does not exist "
-                "(give FILE, FILE.json:KEY or a comma-separated list of names)"
+    file_part, sep, key = spec.rpartition(":")
+    if sep and file_part.lower().endswith(".json") and Path(file_part).is_file():
+        names = _json_names(Path(file_part), key)
+    elif Path(spec).is_file():
+        path = Path(spec)
+        if path.suffix.lower() == ".json":
+            raise DataError(
+                path, "a JSON name list needs a key: FILE.json:key (e.g. splits.json:test)"
             )
-    if not names:
-        raise ConfigError(f"names: {text!r} holds no names")
-    seen: set[str] = set()
-    out = []
-    for n in names:
-        if n not in seen:
-            seen.add(n)
-            out.append(n)
-    return out
-
-
-def _looks_like_path(text: str) -> bool:
-    return text.endswith((".json", ".txt", ".lst", ".csv")) or "/" in text.split(":")[0]
-
-
-def _read_file(path: Path, key: str | None) -> list[str]:
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f"cannot read name list ({e})") from None
-    if key is not None or path.suffix.lower() == ".json":
         try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"not valid JSON ({e})") from None
-        if key:
-            for part in key.split("."):
-                if not isinstance(data, dict) or part not in data:
-                    avail = sorted(data) if isinstance(data, dict) else type(data).__name__
-                    raise ConfigError(f"{path}: no key {key!r} (available: {avail})")
-                data = data[part]
-        if not isinstance(data, list) or not all(isinstance(n, (str, int)) for n in data):
-            raise DataError(path, f"expected a list of names{f' under {key!r}' if key else ''}")
-        return [str(n) for n in data]
-    lines = (line.strip() for line in raw.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(path, f"cannot read the name list ({e})") from None
+        names = [ln.strip() for ln in text.splitlines()]
+        names = [n for n in names if n and not n.startswith("#")]
+    elif sep and file_part.lower().endswith(".json"):
+        raise DataError(file_part, "file not found")
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"the name selection {spec!r} selects no name")
+    return names
+
+
+def _json_names(path: Path, key: str) -> list[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, f"cannot read JSON ({e})") from None
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            keys = sorted(node) if isinstance(node, dict) else []
+            raise DataError(path, f"no key {key!r} (keys: {keys})")
+        node = node[part]
+    if not isinstance(node, list) or not all(isinstance(n, str) for n in node):
+        raise DataError(path, f"{key!r} is not a list of names")
+    return list(node)
