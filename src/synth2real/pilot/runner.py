@@ -634,8 +634,6 @@ def run_pilot(
     atomic_write_text(out / "pilot.json", json.dumps(meta, indent=2, default=str))
 
     # -- data ----------------------------------------------------------------------------
-    from synth2real.translate import load_references
-
     source = _open(cfg.source, cfg, cfg.source_names, "source")
     if cfg.source_limit is not None and cfg.source_limit < len(source):
         rng = random.Random(0)
@@ -653,25 +651,34 @@ def run_pilot(
             f"{len(overlap)} image(s) are both references and test images (e.g. {sorted(overlap)[0]}); "
             "give disjoint --reference-names and --test-names"
         )
-    refs = load_references(
-        cfg.references,
-        names=[s.name for s in refs_ds],
-        classes=refs_ds.classes,
-        format=cfg.format,
-        class_map=cfg.class_map,
-    )
     data: dict[str, Any] = {"source": source, "references": refs_ds, "test": test, "translated": {}}
     _log(
         f"[bold]pilot[/]: {len(source)} synthetic, {len(refs_ds)} references, {len(test)} test images; "
         f"classes {list(source.classes.names)}; methods {cfg.translation_methods or '-'}; seeds {cfg.seeds}",
         progress,
     )
-    _log(f"budget: {budget}", progress)
+    shown = {k: budget[k] for k in (*cfg.budget, "max_size") if k in budget}
+    _log(
+        f"budget (same for every run): model {cfg.model}, "
+        + ", ".join(f"{k}={v}" for k, v in shown.items())
+        + f" (all fields: {out / 'pilot.json'})",
+        progress,
+    )
 
     # -- translation, once per method ----------------------------------------------------
     from synth2real.data.readers import open_dataset
 
     translations: dict[str, dict] = {}
+    if cfg.translation_methods:
+        from synth2real.translate import load_references
+
+        refs = load_references(
+            cfg.references,
+            names=[s.name for s in refs_ds],
+            classes=refs_ds.classes,
+            format=cfg.format,
+            class_map=cfg.class_map,
+        )
     for i, m in enumerate(cfg.translation_methods, 1):
         _log(f"[bold cyan]translate {i}/{len(cfg.translation_methods)}[/]: {m}", progress)
         translations[m] = _translate(cfg, m, source, refs, out, progress)
@@ -700,7 +707,7 @@ def run_pilot(
             _log(
                 f"  -> mIoU {rec['miou']:.3f}, "
                 + ", ".join(f"{n} {v:.3f}" for n, v in rec["iou"].items() if v is not None)
-                + f" ({rec['train_seconds']:.0f} s training)",
+                + f" ({rec['train_seconds']:.1f} s training, {rec['eval_seconds'] or 0:.1f} s scoring)",
                 progress,
             )
         records.append(rec)
