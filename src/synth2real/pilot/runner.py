@@ -161,6 +161,10 @@ class PilotConfig:
             (``max_size``: shorter side in pixels) and synthetic images are larger, shrink
             them once to that size (``DIR/source_max<N>``) and translate those: training
             would shrink them anyway, and translation gets cheaper (default True).
+        cache_dir: where the shrunken source and the translations are kept (default
+            ``None``: inside the output folder). Pilots that share it (other budgets,
+            more seeds) reuse translations made with the same method parameters, source
+            and references.
     """
 
     source: Path
@@ -185,6 +189,7 @@ class PilotConfig:
     translate_seed: int = 0
     budget_name: str = "custom"
     translate_at_train_size: bool = True
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.source, self.references, self.test = (
@@ -249,6 +254,7 @@ class PilotConfig:
             metric=self.metric,
             method_params=self.method_params,
             budget_name=self.budget_name,
+            cache_dir=str(self.cache_dir) if self.cache_dir else None,
         )
         return d
 
@@ -443,23 +449,36 @@ def source_at_size(source, max_size: int | None, out: Path, progress: bool = Tru
     return small.select([s.name for s in source.samples])
 
 
-def _translate(cfg: PilotConfig, method_name: str, source, refs, out: Path, progress: bool) -> dict:
-    """Translate ``source`` with one method into ``out/translated/<method>`` (resumable)."""
+def _translate(
+    cfg: PilotConfig, method_name: str, source, refs, tdir: Path, progress: bool
+) -> dict:
+    """Translate ``source`` with one method into ``tdir`` (resumable); its timing info.
+
+    ``tdir.with_suffix(".json")`` records the method's parameters, the inputs and the
+    time per image; a translation made from other inputs or parameters is refused rather
+    than silently reused.
+    """
     from synth2real.methods import create_method
     from synth2real.translate import translate_dataset
 
-    tdir = out / "translated" / method_name
-    info_path = out / "translated" / f"{method_name}.json"
+    info_path = tdir.parent / f"{tdir.name}.json"
     method = create_method(method_name, **cfg.method_params.get(method_name, {}))
     params = json.loads(json.dumps(method.params(), default=str))
+    inputs = {
+        "source": str(Path(source.root).resolve()),
+        "source_images": len(source),
+        "source_names_sha1": hashlib.sha1("\n".join(s.name for s in source).encode()).hexdigest(),
+        "references": list(refs.names),
+        "seed": cfg.translate_seed,
+    }
     old = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else None
-    if old is not None and old.get("params") != params:
+    if old is not None and (old.get("params") != params or old.get("inputs") != inputs):
         raise OutputExistsError(
-            f"{tdir} was translated with other parameters ({old.get('params')} vs {params}); "
-            "delete it or choose another --out"
+            f"{tdir} holds a translation made with other parameters or inputs "
+            f"({old.get('params')} vs {params}); delete it or use another cache/output folder"
         )
     n_total = len(source)
-    if old is not None and old.get("complete") and old.get("images") == n_total:
+    if old is not None and old.get("complete"):
         return old
     summary = translate_dataset(
         source,
@@ -479,13 +498,14 @@ def _translate(cfg: PilotConfig, method_name: str, source, refs, out: Path, prog
     info = {
         "method": method_name,
         "params": params,
+        "inputs": inputs,
         "needs_gpu": bool(getattr(method, "needs_gpu", False)),
         "images": n_total,
         "complete": int(summary.written) + int(summary.skipped) >= n_total,
         "timed_images": timed,
         "seconds": seconds,
         "seconds_per_image": seconds / timed if timed else None,
-        "dir": str(tdir.relative_to(out)),
+        "dir": str(tdir),
     }
     atomic_write_text(info_path, json.dumps(info, indent=2))
     return info
@@ -639,8 +659,11 @@ def run_pilot(
         rng = random.Random(0)
         picked = sorted(rng.sample(range(len(source)), cfg.source_limit))
         source = source.subset([source.samples[i] for i in picked])
-    if cfg.translate_at_train_size:
-        source = source_at_size(source, budget.get("max_size"), out, progress)
+    cache = cfg.cache_dir if cfg.cache_dir is not None else out
+    shrink = budget.get("max_size") if cfg.translate_at_train_size else None
+    small = source_at_size(source, shrink, cache, progress)
+    tbase = cache / ("translated" if small is source else f"translated-max{shrink}")
+    source = small
     refs_ds = _open(cfg.references, cfg, cfg.reference_names, "references")
     test = _open(cfg.test, cfg, cfg.test_names, "test")
     _check_classes(source, refs_ds, "references")
@@ -681,8 +704,8 @@ def run_pilot(
         )
     for i, m in enumerate(cfg.translation_methods, 1):
         _log(f"[bold cyan]translate {i}/{len(cfg.translation_methods)}[/]: {m}", progress)
-        translations[m] = _translate(cfg, m, source, refs, out, progress)
-        tds = open_dataset(out / "translated" / m, require_labels=True)
+        translations[m] = _translate(cfg, m, source, refs, tbase / m, progress)
+        tds = open_dataset(tbase / m, require_labels=True)
         _check_classes(source, tds, f"translation {m}")
         if len(tds) != len(source):
             raise RuntimeError(
