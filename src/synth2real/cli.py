@@ -230,9 +230,148 @@ def _render_inspect(report, max_problems: int) -> None:
 # translate  (methods + translate runner)
 # ---------------------------------------------------------------------------------------
 @app.command("translate")
-def translate_cmd() -> None:
-    """Translate a synthetic dataset towards real reference images."""
-    raise NotImplementedError("translate: implemented with the translate runner")
+def translate_cmd(
+    source: Annotated[Path, typer.Option("--source", help="The (synthetic) dataset to translate.")],
+    references: Annotated[
+        Path,
+        typer.Option(
+            "--references", help="Folder of real reference images (any format, labelled or not)."
+        ),
+    ],
+    method: Annotated[
+        str, typer.Option("--method", help="Method name (see `synth2real methods`).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (a translated copy of the dataset).")
+    ],
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Which references: a,b,c | FILE (one name a line) | FILE.json:KEY (e.g. splits.json:references).",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="Method parameter KEY=VALUE (repeatable); see `synth2real methods NAME`.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Run seed (per image: seed + sample name).")
+    ] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for CPU methods.")] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a stopped run of the same configuration.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a different run in --out.")
+    ] = False,
+    reference_choice: Annotated[
+        str,
+        typer.Option(
+            "--reference-choice",
+            help="Reference per image: round-robin, random (seeded) or matched (closest class shares).",
+        ),
+    ] = "round-robin",
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    reference_format: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-format", help="Format of the references folder; detected when omitted."
+        ),
+    ] = None,
+    reference_classes: Annotated[
+        Path | None,
+        typer.Option("--reference-classes", help="Class spec YAML of the references' label maps."),
+    ] = None,
+    reference_class_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-class-map", help="Class map of the references onto the source's classes."
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: translate only shard I of N (0-based); automatic under accelerate launch.",
+        ),
+    ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="Output layout: auto (the source's where simple), generic or supervisely.",
+        ),
+    ] = "auto",
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="Do not draw a progress bar.")
+    ] = False,
+) -> None:
+    """Translate a synthetic dataset towards real reference images.
+
+    Writes a translated copy of --source into --out (same names, sizes and labels) with a
+    manifest.jsonl recording the method, parameters, reference and seed of every image.
+    """
+    from synth2real.data.readers import open_dataset
+    from synth2real.errors import ConfigError
+    from synth2real.methods import create_method
+    from synth2real.methods.registry import parse_param
+    from synth2real.translate import load_references, translate_dataset
+
+    overrides = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = parse_param(method, key.strip(), raw)
+    m = create_method(method, **overrides)
+    shard_t = None
+    if shard is not None:
+        i, sep, n = shard.partition("/")
+        if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+            raise ConfigError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
+        shard_t = (int(i), int(n))
+    ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
+    refs = load_references(
+        references,
+        names=reference_names,
+        classes=reference_classes,
+        format=reference_format,
+        class_map=reference_class_map,
+    )
+    if not any(lab is not None for lab in refs.labels):
+        refs.classes = ds.classes  # unlabelled photos: nothing to disagree with
+    summary = translate_dataset(
+        ds,
+        refs,
+        m,
+        out,
+        seed=seed,
+        reference_choice=reference_choice,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not no_progress,
+        shard=shard_t,
+        layout=layout,
+    )
+    msg = (
+        f"[bold]{summary.method}[/]: {summary.written} written, {summary.skipped} already done "
+        f"-> {summary.out}"
+    )
+    if summary.written:
+        msg += f" ({summary.seconds_per_image:.3f} s/image)"
+    console.print(msg)
+    if summary.manifest is None:
+        console.print(
+            "[dim]other shards are unfinished: manifest.jsonl is written by the last one[/]"
+        )
 
 
 # ---------------------------------------------------------------------------------------

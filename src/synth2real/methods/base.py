@@ -35,6 +35,7 @@ class References:
         classes: the class spec the label maps use (the content's class spec).
         predicted: ``True`` for each label map that was predicted by a model rather
             than drawn by a person (recorded in the manifest and the report).
+        root: the folder the references were read from (recorded), or ``None``.
     """
 
     images: list[np.ndarray]
@@ -42,6 +43,7 @@ class References:
     names: list[str]
     classes: ClassSpec
     predicted: list[bool] = field(default_factory=list)
+    root: str | None = None
 
     def __post_init__(self) -> None:
         if not self.images:

@@ -67,23 +67,63 @@ class ContrastStats:
         )
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted per-channel mean and std (computed once, then cached)."""
+        cached = self.__dict__.get("_mean_std")
+        if cached is None:
+            cached = self.__dict__["_mean_std"] = self._mean_std()
+        return cached
+
+    def _mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         w = self.weights / self.weights.sum()
         mean = (self.values * w[:, None]).sum(0)
         var = ((self.values - mean) ** 2 * w[:, None]).sum(0)
         return mean, np.sqrt(var)
 
 
+@dataclass
+class Stage:
+    """Result of the first (global or class-wise) stage.
+
+    Attributes:
+        out: ``HxWx3 uint8`` RGB output, or ``None`` when only LAB arrays were kept.
+        lab_in: ``HxWx3 float32`` CIELAB of the input, when the stage computed it.
+        lab_out: ``HxWx3 float32`` CIELAB of the output, when the stage computed it.
+    """
+
+    out: np.ndarray | None = None
+    lab_in: np.ndarray | None = None
+    lab_out: np.ndarray | None = None
+
+    def rgb(self) -> np.ndarray:
+        if self.out is None:
+            assert self.lab_out is not None
+            self.out = F.lab_to_rgb(self.lab_out)
+        return self.out
+
+
+#: a thin class has at least this share of its pixels within ``ring`` of its boundary ...
+THIN_NEAR_BOUNDARY = 0.5
+#: ... and covers at most this share of the image (the context it is set against must
+#: be the bigger part: background strips between dense cracks are not thin)
+THIN_MAX_SHARE = 0.2
+
+
+def is_thin(near: float, total: float, share: float) -> bool:
+    """The ``auto`` rule for thin classes (see :data:`THIN_NEAR_BOUNDARY`)."""
+    return total > 0 and near >= THIN_NEAR_BOUNDARY * total and share <= THIN_MAX_SHARE
+
+
 def parse_thin_classes(value: str | tuple[str, ...] | list[str]) -> str | tuple[str, ...]:
-    """``"auto"``, ``"all"``, or a tuple of class names (a comma-separated string works too)."""
+    """``"auto"`` or a tuple of class names (a comma-separated string works too)."""
     if isinstance(value, str):
         v = value.strip()
-        if v in ("auto", "all"):
+        if v == "auto":
             return v
         names = tuple(n.strip() for n in v.split(",") if n.strip())
     else:
         names = tuple(str(n) for n in value)
     if not names:
-        raise ConfigError("thin_classes: give 'auto', 'all' or class names")
+        raise ConfigError("thin_classes: give 'auto' or class names")
     return names
 
 
@@ -134,9 +174,13 @@ class ColourTransfer(Method):
         raise NotImplementedError
 
     def _transfer(
-        self, image: np.ndarray, label: np.ndarray | None, target: Any
-    ) -> tuple[np.ndarray, Any]:
-        """Stage one: returns ``(uint8 output, working-space float output or None)``."""
+        self, image: np.ndarray, label: np.ndarray | None, target: Any, want_lab: bool
+    ) -> Stage:
+        """Stage one (global or class-wise transfer) of ``image``.
+
+        ``want_lab``: the contrast stage follows; a subclass working in CIELAB may then
+        return its LAB input and output instead of the uint8 image (saves conversions).
+        """
         raise NotImplementedError
 
     def _map_contrast(self, d: np.ndarray, ref: ContrastStats) -> np.ndarray:
@@ -172,11 +216,10 @@ class ColourTransfer(Method):
 
     def _prepare_contrast(self, references: References) -> None:
         k = references.classes.num_classes
-        if self.thin_classes == "all":
-            self._thin = set(range(k))
-        elif self.thin_classes == "auto":
+        if self.thin_classes == "auto":
             near = np.zeros(k)
             total = np.zeros(k)
+            share = np.zeros(k)
             for lab in references.labels:
                 assert lab is not None
                 for c in np.unique(lab):
@@ -184,8 +227,11 @@ class ColourTransfer(Method):
                         a, n = F.thin_fraction(lab, int(c), self.ring)
                         near[c] += a
                         total[c] += n
+                        share[c] += n / lab.size / len(references)
             self._thin = {
-                c for c in range(k) if total[c] >= self.min_pixels and near[c] >= 0.5 * total[c]
+                c
+                for c in range(k)
+                if total[c] >= self.min_pixels and is_thin(near[c], total[c], share[c])
             }
             self._thin_decided = {c for c in range(k) if total[c] >= self.min_pixels}
         else:
@@ -285,14 +331,17 @@ class ColourTransfer(Method):
         if not 0 <= ref < len(refs):
             raise IndexError(f"reference index {ref} out of range (0..{len(refs) - 1})")
         target = self._pick(ref)
-        out, work = self._transfer(image, label, target)
-        if self.mode == "class-contrast":
+        contrast = self.mode == "class-contrast"
+        stage = self._transfer(image, label, target, want_lab=contrast)
+        if contrast:
             assert label is not None
-            out = self._restore_contrast(image, label, out, work, ref)
+            out = self._restore_contrast(image, label, stage, ref)
+        else:
+            out = stage.rgb()
         return F.blend(image, out, self.strength)
 
     def _restore_contrast(
-        self, image: np.ndarray, label: np.ndarray, out: np.ndarray, work: Any, ref: int
+        self, image: np.ndarray, label: np.ndarray, stage: Stage, ref: int
     ) -> np.ndarray:
         k = self.check_prepared().classes.num_classes
         present = [
@@ -305,15 +354,12 @@ class ColourTransfer(Method):
                     thin.append(c)
             else:  # class unseen in the references: decide on this image
                 a, n = F.thin_fraction(label, c, self.ring)
-                if n and a >= 0.5 * n:
+                if n and is_thin(a, n, n / label.size):
                     thin.append(c)
         if not thin:
-            return out
-        lab_in = F.rgb_to_lab(image)
-        if work is not None and self.color_space == "lab":
-            lab_out = work
-        else:
-            lab_out = F.rgb_to_lab(out)
+            return stage.rgb()
+        lab_in = stage.lab_in if stage.lab_in is not None else F.rgb_to_lab(image)
+        lab_out = stage.lab_out if stage.lab_out is not None else F.rgb_to_lab(stage.rgb())
         result = lab_out.copy()
         for c in thin:
             res = F.class_contrast(lab_in, label, c, self.ring)

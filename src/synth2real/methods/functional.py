@@ -428,8 +428,8 @@ def thin_fraction(label: np.ndarray, cls: int, radius: int) -> tuple[int, int]:
     return n - int(np.count_nonzero(core)), n
 
 
-def context_mean(x: np.ndarray, context: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of ``x`` over the ``context`` pixels of each pixel's ``(2r+1)`` square window.
+def context_sums(x: np.ndarray, context: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of ``x`` and count over the ``context`` pixels of each ``(2r+1)`` square window.
 
     Args:
         x: ``HxWxC float32``.
@@ -437,18 +437,28 @@ def context_mean(x: np.ndarray, context: np.ndarray, radius: int) -> tuple[np.nd
         radius: half-size ``r`` of the square window, in pixels.
 
     Returns:
-        ``(mean HxWxC float32, count HxW float32)``; ``mean`` is 0 where ``count`` is 0.
-        Pixels outside the image do not count (zero padding of both sums).
+        ``(sums HxWxC float32, counts HxW float32)``. Pixels outside the image do not count
+        (zero padding). Divide only where needed: the mean is ``sums / counts``.
     """
     ksize = (2 * radius + 1, 2 * radius + 1)
     w = context.astype(np.float32)
     kw = dict(ddepth=-1, ksize=ksize, normalize=False, borderType=cv2.BORDER_CONSTANT)
-    num = cv2.boxFilter(x * w[..., None], **kw)
+    xw = np.multiply(x, w[..., None])
+    num = cv2.boxFilter(xw, **kw).reshape(x.shape)
     den = cv2.boxFilter(w, **kw)
-    num = num.reshape(x.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(den[..., None] > 0.5, num / np.maximum(den, 1e-6)[..., None], 0.0)
-    return mean.astype(np.float32), den
+    return num, den
+
+
+def context_mean(x: np.ndarray, context: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``x`` over the ``context`` pixels of each pixel's ``(2r+1)`` window.
+
+    Returns ``(mean HxWxC float32, count HxW float32)``; ``mean`` is 0 where ``count`` is 0.
+    """
+    num, den = context_sums(x, context, radius)
+    ok = den > 0.5
+    mean = np.zeros_like(num)
+    mean[ok] = num[ok] / den[ok][:, None]
+    return mean, den
 
 
 def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
@@ -465,7 +475,7 @@ def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
 
 def class_contrast(
     x: np.ndarray, label: np.ndarray, cls: int, radius: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
     """Each pixel of class ``cls`` minus the mean of its surroundings.
 
     The surroundings of a pixel are the pixels of *other* values (any class, or no class)
@@ -475,27 +485,32 @@ def class_contrast(
         ``(d, ctx, where)`` with ``where`` a ``(rows, cols)`` index tuple of the class
         pixels that have surroundings, ``d`` and ``ctx`` ``(N, C) float32`` at those
         pixels; ``None`` when the class is absent. Only the class's bounding box (padded
-        by ``r``) is filtered, so a small class costs little.
+        by ``r``) is filtered, and the means are divided out at the class pixels only.
     """
     mask = label == cls
     box = _bbox(mask, radius)
     if box is None:
         return None
     xs, ms = x[box], mask[box]
-    ctx, cnt = context_mean(xs, ~ms, radius)
-    sel = ms & (cnt > 0.5)
+    num, den = context_sums(xs, ~ms, radius)
+    sel = ms & (den > 0.5)
     rr, cc = np.nonzero(sel)
+    ctx = num[rr, cc] / den[rr, cc][:, None]
     where = (rr + box[0].start, cc + box[1].start)
-    return (xs[sel] - ctx[sel]), ctx[sel], where
+    return xs[rr, cc] - ctx, ctx, where
 
 
-def context_at(x: np.ndarray, label: np.ndarray, cls: int, radius: int, where) -> np.ndarray:
+def context_at(
+    x: np.ndarray, label: np.ndarray, cls: int, radius: int, where: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     """Surroundings mean of ``x`` (as in :func:`class_contrast`) at the pixels ``where``."""
     mask = label == cls
     box = _bbox(mask, radius)
-    assert box is not None
-    ctx, _ = context_mean(x[box], ~mask[box], radius)
-    return ctx[where[0] - box[0].start, where[1] - box[1].start]
+    if box is None:
+        raise ValueError(f"class {cls} is absent from the label map")
+    num, den = context_sums(x[box], ~mask[box], radius)
+    rr, cc = where[0] - box[0].start, where[1] - box[1].start
+    return num[rr, cc] / den[rr, cc][:, None]
 
 
 # -- Fourier domain adaptation --------------------------------------------------------------

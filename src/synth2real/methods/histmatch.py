@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from synth2real.methods import functional as F
-from synth2real.methods.classwise import ColourTransfer, ContrastStats
+from synth2real.methods.classwise import ColourTransfer, ContrastStats, Stage
 from synth2real.methods.registry import register
 
 
@@ -50,9 +50,10 @@ class HistogramMatching(ColourTransfer):
             mapping; fewer falls back to the global mapping. Default ``64``.
         ring: half-size in pixels of the square window whose non-class pixels are a thin
             class pixel's surroundings (``class-contrast`` only). Default ``7``.
-        thin_classes: classes the contrast stage re-sets: ``auto`` (classes most of whose
-            reference pixels lie within ``ring`` pixels of their boundary), ``all``, or
-            comma-separated class names. Default ``auto``.
+        thin_classes: classes the contrast stage re-sets: ``auto`` (classes with at least
+            half their reference pixels within ``ring`` pixels of their boundary and at
+            most 20% of the reference area; decided on the image itself for classes no
+            reference holds) or comma-separated class names. Default ``auto``.
         contrast: ``match`` maps the distribution (quantiles, per LAB channel) of the
             content's class-vs-surroundings contrast onto the references'; ``preserve``
             keeps the content's contrast. Default ``match``.
@@ -82,13 +83,13 @@ class HistogramMatching(ColourTransfer):
         return F.class_histograms(image, label, weight)
 
     def _transfer(
-        self, image: np.ndarray, label: np.ndarray | None, target: Any
-    ) -> tuple[np.ndarray, None]:
+        self, image: np.ndarray, label: np.ndarray | None, target: Any, want_lab: bool
+    ) -> Stage:
         hists, valid, glob = target
         ghist = glob.sum(0)
         if label is None:
-            return F.histogram_match(image, ghist), None
-        return F.histogram_match_classwise(image, label, hists, valid, ghist), None
+            return Stage(F.histogram_match(image, ghist))
+        return Stage(F.histogram_match_classwise(image, label, hists, valid, ghist))
 
     def _map_contrast(self, d: np.ndarray, ref: ContrastStats) -> np.ndarray:
         key = id(ref)  # targets are cached by the base class, so ids are stable

@@ -13,7 +13,7 @@ import numpy as np
 
 from synth2real.errors import ConfigError
 from synth2real.methods import functional as F
-from synth2real.methods.classwise import ColourTransfer, ContrastStats
+from synth2real.methods.classwise import ColourTransfer, ContrastStats, Stage
 from synth2real.methods.registry import register
 
 
@@ -56,9 +56,10 @@ class Reinhard(ColourTransfer):
             statistics; fewer falls back to the global transfer. Default ``64``.
         ring: half-size in pixels of the square window whose non-class pixels are a thin
             class pixel's surroundings (``class-contrast`` only). Default ``7``.
-        thin_classes: classes the contrast stage re-sets: ``auto`` (classes most of whose
-            reference pixels lie within ``ring`` pixels of their boundary), ``all``, or
-            comma-separated class names. Default ``auto``.
+        thin_classes: classes the contrast stage re-sets: ``auto`` (classes with at least
+            half their reference pixels within ``ring`` pixels of their boundary and at
+            most 20% of the reference area; decided on the image itself for classes no
+            reference holds) or comma-separated class names. Default ``auto``.
         contrast: ``match`` maps the content's class-vs-surroundings contrast (mean and std
             per LAB channel) onto the references'; ``preserve`` keeps the content's
             contrast as it is. Default ``match``.
@@ -89,8 +90,8 @@ class Reinhard(ColourTransfer):
         return F.class_moments(F.to_colorspace(image, self.color_space), label, weight)
 
     def _transfer(
-        self, image: np.ndarray, label: np.ndarray | None, target: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, image: np.ndarray, label: np.ndarray | None, target: Any, want_lab: bool
+    ) -> Stage:
         moments, valid, glob = target
         gmean, gstd = glob.total().mean_std()
         x = F.to_colorspace(image, self.color_space)
@@ -101,8 +102,9 @@ class Reinhard(ColourTransfer):
             y = F.reinhard_classwise(
                 x, label, mean, std, valid, gmean[0], gstd[0], min_std=self.min_std
             )
-        work = y if self.color_space == "lab" else y.copy()  # to_uint8 clips in place
-        return F.from_colorspace(work, self.color_space), y
+        if self.color_space == "lab":
+            return Stage(None if want_lab else F.lab_to_rgb(y), x, y)
+        return Stage(F.to_uint8(y))
 
     def _map_contrast(self, d: np.ndarray, ref: ContrastStats) -> np.ndarray:
         mean, std = d.mean(0), d.std(0)
