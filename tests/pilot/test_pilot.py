@@ -100,17 +100,19 @@ def test_report_lists_methods_and_settings_and_embeds_images(tiny):
         assert name in html
     p = _Imgs()
     p.feed(html)
-    # 3 grid rows x (synthetic, label, 2 methods, reference) + 2 reference thumbnails
-    assert len(p.srcs) == 3 * 5 + 2
+    # 4 grid rows x (synthetic, label, 2 methods, reference) + 2 reference thumbnails
+    assert len(p.srcs) == 4 * 5 + 2
     assert all(s.startswith("data:image/jpeg;base64,") for s in p.srcs)
 
 
 class _Counter:
     def __init__(self, real, fail_at=None):
         self.real, self.calls, self.fail_at = real, 0, fail_at
+        self.dirs: set[str] = set()
 
     def __call__(self, *a, **kw):
         self.calls += 1
+        self.dirs.add(Path(a[2]).parent.as_posix())
         if self.fail_at is not None and self.calls == self.fail_at:
             raise KeyboardInterrupt
         return self.real(*a, **kw)
@@ -132,11 +134,13 @@ def test_resume_skips_finished_runs_and_redoes_missing_ones(tiny, tmp_path, monk
     stamp = (out / "runs/real-only/seed1/result.json").stat().st_mtime_ns
     (out / "runs/translated+real/reinhard/seed0/result.json").unlink()
     r = run_pilot(config(paths), out, resume=True, progress=False)
-    assert counter.calls == 1 and r.ran == 1
+    assert r.ran == 1 and counter.dirs == {(out / "runs/translated+real/reinhard/seed0").as_posix()}
     assert (out / "runs/real-only/seed1/result.json").stat().st_mtime_ns == stamp
     # a new seed adds its runs only
+    counter.dirs.clear()
     r = run_pilot(config(paths, seeds="0,1,2"), out, resume=True, progress=False)
-    assert counter.calls == 1 + 7 and r.skipped == 14
+    assert r.ran == 7 and r.skipped == 14
+    assert len(counter.dirs) == 7 and all(d.endswith("seed2") for d in counter.dirs)
     assert len(r.results["runs"]) == 21
 
 
@@ -204,7 +208,7 @@ def test_report_renders_in_headless_chromium(tiny, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     check = json.loads(proc.stdout)
     assert check["ok"] and check["problems"] == []
-    assert check["images"] == 17 and check["svgs"] >= 1
+    assert check["images"] == 4 * 5 + 2 and check["svgs"] >= 1
     assert shot.stat().st_size > 10_000
 
 

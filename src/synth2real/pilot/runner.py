@@ -540,7 +540,13 @@ def _run_one(
     run_dir = out / spec.relpath
     tcfg = make_train_config(cfg, spec.seed, real_fraction)
     t0 = time.perf_counter()
-    tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=True, progress=progress)
+    try:  # continue a run stopped mid-training
+        tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=True, progress=progress)
+    except OutputExistsError as e:
+        # the pilot owns this folder and pilot.json pins budget and data, so a mismatch
+        # means stale files (a moved pilot folder, a rebuilt cache): train afresh
+        _log(f"[yellow]{spec.label}: {e}; training afresh[/]", progress)
+        tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=False, progress=progress)
     wall = time.perf_counter() - t0
     ev = eval_mod.evaluate(tres.checkpoint, test, device=cfg.device, progress=progress)
     names = list(ev.class_names)
