@@ -31,6 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+# idle OpenMP threads sleep instead of spinning: 10-50x faster on shared cores (read
+# when torch loads, so set before any import of it); a value set by the caller wins
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402

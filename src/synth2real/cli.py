@@ -392,6 +392,17 @@ def evaluate_cmd() -> None:
 # ---------------------------------------------------------------------------------------
 # pilot / demo  (pilot)
 # ---------------------------------------------------------------------------------------
+def _omp_passive() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (set before torch loads).
+
+    On CPUs shared with other jobs, spinning threads slow torch down by 10-50x; on a
+    quiet machine the cost is a few percent. ``OMP_WAIT_POLICY`` set by the user wins.
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @app.command("pilot")
 def pilot_cmd(
     source: Annotated[
@@ -486,6 +497,7 @@ def pilot_cmd(
     translated and translated+real; each trained once per seed with one fixed budget and
     scored on the real test images at their own resolution.
     """
+    _omp_passive()
     from synth2real.data.select import parse_names
     from synth2real.errors import ConfigError
     from synth2real.methods.registry import parse_param
@@ -533,6 +545,7 @@ def demo_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "cpu",
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
+    _omp_passive()
     from synth2real.pilot.demo import run_demo
 
     result = run_demo(out, seeds=seeds, device=device)

@@ -44,13 +44,14 @@ def run_demo(
     Returns:
         the pilot's :class:`PilotResult` (``.report`` is the HTML report).
     """
-    from synth2real.data.demo import make_demo_data
     from synth2real.methods import list_methods
 
     console = Console(stderr=True)
     out = Path(out)
     data = out / "data"
     if not (data / "real_test").is_dir():
+        from synth2real.data.demo import make_demo_data
+
         if progress:
             console.print(f"[bold]demo[/]: writing toy data to {data}")
         make_demo_data(data, seed=0)

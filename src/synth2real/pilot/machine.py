@@ -56,6 +56,7 @@ def machine_info(device: str | None = None) -> dict:
         info.setdefault("torch", None)
         info.setdefault("torch_threads", None)
         info.setdefault("gpu", None)
+    info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
     info["device"] = device
     return info
 
@@ -74,6 +75,8 @@ def describe_machine(info: dict) -> str:
         parts.append(f"torch {info['torch']}")
     if info.get("torch_threads"):
         parts.append(f"{info['torch_threads']} torch threads")
+    if info.get("omp_wait_policy"):
+        parts.append(f"OMP_WAIT_POLICY={info['omp_wait_policy']}")
     if info.get("load_avg"):
         parts.append("load avg " + "/".join(f"{x:g}" for x in info["load_avg"]))
     return ", ".join(parts)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from synth2real.data.io import atomic_write_text
 from synth2real.errors import ConfigError, OutputExistsError
@@ -545,7 +546,7 @@ def _run_one(
     except OutputExistsError as e:
         # the pilot owns this folder and pilot.json pins budget and data, so a mismatch
         # means stale files (a moved pilot folder, a rebuilt cache): train afresh
-        _log(f"[yellow]{spec.label}: {e}; training afresh[/]", progress)
+        _log(f"[yellow]{escape(spec.label)}: {escape(str(e))}; training afresh[/]", progress)
         tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=False, progress=progress)
     wall = time.perf_counter() - t0
     ev = eval_mod.evaluate(tres.checkpoint, test, device=cfg.device, progress=progress)
@@ -683,14 +684,19 @@ def run_pilot(
     data: dict[str, Any] = {"source": source, "references": refs_ds, "test": test, "translated": {}}
     _log(
         f"[bold]pilot[/]: {len(source)} synthetic, {len(refs_ds)} references, {len(test)} test images; "
-        f"classes {list(source.classes.names)}; methods {cfg.translation_methods or '-'}; seeds {cfg.seeds}",
+        + escape(
+            f"classes {list(source.classes.names)}; methods {cfg.translation_methods or '-'}; "
+            f"seeds {cfg.seeds}"
+        ),
         progress,
     )
     shown = {k: budget[k] for k in (*cfg.budget, "max_size") if k in budget}
     _log(
-        f"budget (same for every run): model {cfg.model}, "
-        + ", ".join(f"{k}={v}" for k, v in shown.items())
-        + f" (all fields: {out / 'pilot.json'})",
+        escape(
+            f"budget (same for every run): model {cfg.model}, "
+            + ", ".join(f"{k}={v}" for k, v in shown.items())
+            + f" (all fields: {out / 'pilot.json'})"
+        ),
         progress,
     )
 
@@ -709,7 +715,7 @@ def run_pilot(
             class_map=cfg.class_map,
         )
     for i, m in enumerate(cfg.translation_methods, 1):
-        _log(f"[bold cyan]translate {i}/{len(cfg.translation_methods)}[/]: {m}", progress)
+        _log(f"[bold cyan]translate {i}/{len(cfg.translation_methods)}[/]: {escape(m)}", progress)
         translations[m] = _translate(cfg, m, source, refs, tbase / m, progress)
         tds = open_dataset(tbase / m, require_labels=True)
         _check_classes(source, tds, f"translation {m}")
@@ -728,14 +734,17 @@ def run_pilot(
         was_skipped = rec is not None
         if was_skipped:
             skipped += 1
-            _log(f"[dim]run {k}/{len(plan)}: {spec.label}: finished earlier, skipped[/]", progress)
+            _log(
+                f"[dim]run {k} of {len(plan)}: {escape(spec.label)}: finished earlier, skipped[/]",
+                progress,
+            )
         else:
-            _log(f"[bold green]run {k}/{len(plan)}[/]: {spec.label}", progress)
+            _log(f"[bold green]run {k} of {len(plan)}[/]: {escape(spec.label)}", progress)
             rec = _run_one(spec, cfg, out, data, budget_id, budget, translations, progress)
             ran += 1
             _log(
                 f"  -> mIoU {rec['miou']:.3f}, "
-                + ", ".join(f"{n} {v:.3f}" for n, v in rec["iou"].items() if v is not None)
+                + escape(", ".join(f"{n} {v:.3f}" for n, v in rec["iou"].items() if v is not None))
                 + f" ({rec['train_seconds']:.1f} s training, {rec['eval_seconds'] or 0:.1f} s scoring)",
                 progress,
             )
@@ -750,8 +759,8 @@ def run_pilot(
         from synth2real.pilot.report import write_report
 
         report_path = write_report(results, out, data=data)
-        _log(f"[bold]report[/]: {report_path}", progress)
-    _log(f"[bold]verdict[/]: {results['verdict']['headline']}", progress)
+        _log(f"[bold]report[/]: {escape(str(report_path))}", progress)
+    _log(f"[bold]verdict[/]: {escape(results['verdict']['headline'])}", progress)
     return PilotResult(
         out, report_path, out / "results.json", out / "results.csv", results, ran, skipped
     )
