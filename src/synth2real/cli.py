@@ -108,7 +108,7 @@ def inspect_cmd(
     class_map: ClassMapOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     workers: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--workers", help="Scanning threads (default: CPUs, at most 8)."),
     ] = None,
     max_problems: Annotated[
