@@ -322,7 +322,7 @@ def _metrics_table(results: dict, rows: list[dict]) -> str:
         group = "baselines" if r["method"] is None else f"method: {r['method']}"
         if group != current_group:
             body.append(
-                f'<tr class="group"><td colspan="{len(metrics) + 3}">{esc(group)}</td></tr>'
+                f'<tr class="group"><td colspan="{len(metrics) + 2}">{esc(group)}</td></tr>'
             )
             current_group = group
         cells = []
@@ -343,11 +343,11 @@ def _metrics_table(results: dict, rows: list[dict]) -> str:
         label = r["setting"]
         body.append(
             f'<tr><td class="l" title="{esc(SETTING_HELP.get(label, ""))}">{esc(label)}</td>'
-            f"{''.join(cells)}<td>{len(r['seeds'])}</td><td>{_secs(r['train_seconds']['mean'])}</td></tr>"
+            f"{''.join(cells)}<td>{len(r['seeds'])}</td></tr>"
         )
     return (
         f'<div class="tablewrap"><table><thead><tr><th class="l">setting</th>{head}<th>seeds</th>'
-        f"<th>training / run</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
         '<p class="facts">Each cell: mean over seeds, then ± standard deviation and [min..max]. '
         "Best mean per column in green.</p>"
     )

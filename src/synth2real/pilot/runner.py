@@ -89,7 +89,7 @@ def parse_budget(spec: str | None, base: dict[str, Any] | None = None) -> dict[s
     out = dict(base or {})
     if not spec:
         return out
-    for part in spec.split(","):
+    for part in _split_top_level(spec):
         part = part.strip()
         if not part:
             continue
@@ -98,10 +98,33 @@ def parse_budget(spec: str | None, base: dict[str, Any] | None = None) -> dict[s
             raise ConfigError(f"--budget: expected key=value, got {part!r}")
         key = BUDGET_ALIASES.get(key.strip(), key.strip())
         try:
-            out[key] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
-            out[key] = raw
+            value = raw
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key] = value
     return out
+
+
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside brackets and braces: ``a=1,b=[1, 2]`` -> 2 parts."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(0, depth - 1)
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
 
 
 def parse_seeds(spec: int | str | Sequence[int]) -> list[int]:
