@@ -46,7 +46,7 @@ from synth2real.pilot.verdict import BASELINES, PER_METHOD  # noqa: E402
 MODES: dict[str, dict] = {
     "quick": {
         "budget": {
-            "iterations": 100,
+            "iterations": 80,
             "batch_size": 4,
             "crop": 128,
             "max_size": 256,
@@ -55,7 +55,7 @@ MODES: dict[str, dict] = {
         "model": "small-unet",
     },
     "full": {
-        "budget": {"iterations": 1500, "batch_size": 8, "crop": 256, "max_size": 512},
+        "budget": {"iterations": 1000, "batch_size": 8, "crop": 256, "max_size": 512},
         "model": "small-unet",
     },
 }
@@ -63,7 +63,12 @@ MODES: dict[str, dict] = {
 
 def default_cracks() -> Path:
     env = os.environ.get("S2R_CRACKS")
-    return Path(env) if env else REPO.parent / "shared" / "datasets" / "cracks"
+    if env:
+        return Path(env)
+    for up in REPO.parents:  # ../shared next to the checkout (or above a worktree)
+        if (up / "shared" / "datasets" / "cracks" / "splits.json").is_file():
+            return up / "shared" / "datasets" / "cracks"
+    return REPO.parent / "shared" / "datasets" / "cracks"
 
 
 def git_commit() -> str | None:

@@ -423,6 +423,39 @@ def _open(
     return ds
 
 
+def cached_in_memory(ds):
+    """A view of ``ds`` whose images and label maps are decoded once and kept in RAM.
+
+    The pilot scores every run on the same test images; decoding them once saves a
+    second or more per run (JPEG, Supervisely bitmaps). Meant for test sets (tens to a
+    few hundred images), not for training sets.
+    """
+    import copy
+
+    view = copy.copy(ds)
+    images: dict[str, Any] = {}
+    labels: dict[str, Any] = {}
+
+    def sample_of(item):
+        return ds.samples[item] if isinstance(item, int) else item
+
+    def image(item):
+        s = sample_of(item)
+        if s.name not in images:
+            images[s.name] = ds.image(s)
+        return images[s.name]
+
+    def label(item):
+        s = sample_of(item)
+        if s.name not in labels:
+            labels[s.name] = ds.label(s)
+        return labels[s.name]
+
+    view.image = image
+    view.label = label
+    return view
+
+
 def _check_classes(a, b, what: str) -> None:
     if tuple(a.classes.names) != tuple(b.classes.names):
         raise ConfigError(
@@ -695,7 +728,7 @@ def run_pilot(
     tbase = cache / ("translated" if small is source else f"translated-max{shrink}")
     source = small
     refs_ds = _open(cfg.references, cfg, cfg.reference_names, "references")
-    test = _open(cfg.test, cfg, cfg.test_names, "test")
+    test = cached_in_memory(_open(cfg.test, cfg, cfg.test_names, "test"))
     _check_classes(source, refs_ds, "references")
     _check_classes(source, test, "test")
     overlap = {s.image_path.resolve() for s in refs_ds} & {s.image_path.resolve() for s in test}
