@@ -204,14 +204,16 @@ def render_mode(res: dict) -> str:
     for m in methods:
         mv = v["methods"].get(m)
         if mv:
-            lines.append(f"- `{m}`: **{mv['status']}**. {mv['summary']}")
+            text = mv["summary"].split(": ", 1)[-1]
+            lines.append(f"- `{m}`: **{mv['status']}**: {text}")
     for n in v.get("notes", []):
         lines.append(f"- Note: {n}")
     if b["mode"] == "quick":
         lines += [
             "",
-            "Quick mode trains a narrow UNet for a few dozen steps on half-resolution crops so "
-            "that 51 runs fit in 15 minutes on 2 cores. Budgets this short cannot separate "
+            f"Quick mode trains a narrow UNet for {cfg['budget'].get('iterations')} steps on "
+            "half-resolution crops so that every classical method x 5 settings x 3 seeds fits "
+            "in about 15 minutes on 2 cores. Budgets this short cannot separate "
             "methods whose differences are smaller than the seed spread; read these numbers "
             "as a check of the pipeline and of gross effects, and the full mode for the verdict.",
         ]
@@ -223,7 +225,8 @@ def render_results_md(results_dir: Path) -> str:
         "# Results: the pilot on the cracks set",
         "",
         "Written by `benchmarks/pilot_cracks.py` from `docs/results/cracks_*.json` (never by hand). "
-        "Protocol: docs/BENCHMARK.md. A method **wins** when translated+real beats both "
+        "Protocol: the project's BENCHMARK.md (settings source-only, real-only, source+real, "
+        "translated, translated+real; see docs/PILOT.md). A method **wins** when translated+real beats both "
         "source+real and real-only on cracks IoU by more than the seed spread (the larger "
         "max-min range over seeds of the two); it **hurts** when its translated data does "
         "worse than the untouched synthetic data by more than the spread.",

@@ -211,7 +211,62 @@ def _verdict_section(results: dict) -> str:
     note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
     return (
         f'<section class="card verdict {cls}" id="verdict"><p class="headline">{esc(v["headline"])}</p>'
-        f'<ul>{"".join(items)}</ul>{note_html}<p class="facts">{rule}<br>{facts}</p></section>'
+        f"<ul>{''.join(items)}</ul>{_gains_table(results)}{note_html}"
+        f'<p class="facts">{rule}<br>{facts}</p></section>'
+    )
+
+
+def _delta(a: dict | None, b: dict | None) -> str:
+    if not a or not b or a.get("mean") is None or b.get("mean") is None:
+        return "–"
+    d = a["mean"] - b["mean"]
+    spread = max(a["max"] - a["min"], b["max"] - b["min"])
+    cls = "pos" if d > spread else ("neg" if -d > spread else "")
+    return f'<span class="{cls}">{d:+.3f}</span>'
+
+
+def _gains_table(results: dict) -> str:
+    """Per method: translated+real's mean and its margins over the baselines, on the
+    verdict metric and on mIoU (margins beyond the seed spread in colour)."""
+    rows = {(r["setting"], r["method"]): r for r in results.get("summary", [])}
+    methods = [m for m in results["config"]["methods"] if m != "none"]
+    metrics = [results["metric"]] + (["miou"] if results["metric"] != "miou" else [])
+    sr, ro, so = (
+        rows.get(("source+real", None)),
+        rows.get(("real-only", None)),
+        rows.get(("source-only", None)),
+    )
+    if not methods or not any(("translated+real", m) in rows for m in methods):
+        return ""
+    group = "".join(f'<th colspan="4" class="grp">{esc(metric_label(m))}</th>' for m in metrics)
+    head = "<th>mean</th><th>vs source+real</th><th>vs real-only</th><th>alone vs source-only</th>"
+    head *= len(metrics)
+    body = []
+    for m in methods:
+        tr, t = rows.get(("translated+real", m)), rows.get(("translated", m))
+        if tr is None:
+            continue
+        status = results["verdict"]["methods"].get(m, {}).get("status", "")
+        cells = ""
+        for metric in metrics:
+            st = tr.get(metric)
+            cells += (
+                f"<td>{_f(st['mean'] if st else None)}</td>"
+                f"<td>{_delta(st, (sr or {}).get(metric))}</td>"
+                f"<td>{_delta(st, (ro or {}).get(metric))}</td>"
+                f"<td>{_delta((t or {}).get(metric), (so or {}).get(metric))}</td>"
+            )
+        body.append(
+            f'<tr><td class="l">{esc(m)}</td><td class="l"><span class="badge {esc(status)}">'
+            f"{esc(status)}</span></td>{cells}</tr>"
+        )
+    return (
+        '<div class="tablewrap gains"><table><thead><tr><th class="l" rowspan="2">method</th>'
+        f'<th class="l" rowspan="2">verdict</th>{group}</tr><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+        '<p class="facts">Mean over seeds of <i>translated+real</i>, its margins over the baselines, '
+        "and the margin of <i>translated</i> alone over <i>source-only</i>; green / red: larger than "
+        "the seed spread.</p>"
     )
 
 

@@ -707,26 +707,13 @@ def run_pilot(
         )
     budget = effective_budget(cfg)
     budget_id = _budget_id(budget, cfg.model)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "fixed": json.loads(json.dumps(cfg.fixed(), default=str)),
-        "config": cfg.to_dict(),
-        "budget": budget,
-        "budget_id": budget_id,
-    }
-    atomic_write_text(out / "pilot.json", json.dumps(meta, indent=2, default=str))
 
-    # -- data ----------------------------------------------------------------------------
+    # -- data (checked before anything is written) ----------------------------------------
     source = _open(cfg.source, cfg, cfg.source_names, "source")
     if cfg.source_limit is not None and cfg.source_limit < len(source):
         rng = random.Random(0)
         picked = sorted(rng.sample(range(len(source)), cfg.source_limit))
         source = source.subset([source.samples[i] for i in picked])
-    cache = cfg.cache_dir if cfg.cache_dir is not None else out
-    shrink = budget.get("max_size") if cfg.translate_at_train_size else None
-    small = source_at_size(source, shrink, cache, progress)
-    tbase = cache / ("translated" if small is source else f"translated-max{shrink}")
-    source = small
     refs_ds = _open(cfg.references, cfg, cfg.reference_names, "references")
     test = cached_in_memory(_open(cfg.test, cfg, cfg.test_names, "test"))
     _check_classes(source, refs_ds, "references")
@@ -737,6 +724,19 @@ def run_pilot(
             f"{len(overlap)} image(s) are both references and test images (e.g. {sorted(overlap)[0]}); "
             "give disjoint --reference-names and --test-names"
         )
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "fixed": json.loads(json.dumps(cfg.fixed(), default=str)),
+        "config": cfg.to_dict(),
+        "budget": budget,
+        "budget_id": budget_id,
+    }
+    atomic_write_text(out / "pilot.json", json.dumps(meta, indent=2, default=str))
+    cache = cfg.cache_dir if cfg.cache_dir is not None else out
+    shrink = budget.get("max_size") if cfg.translate_at_train_size else None
+    small = source_at_size(source, shrink, cache, progress)
+    tbase = cache / ("translated" if small is source else f"translated-max{shrink}")
+    source = small
     data: dict[str, Any] = {"source": source, "references": refs_ds, "test": test, "translated": {}}
     _log(
         f"[bold]pilot[/]: {len(source)} synthetic, {len(refs_ds)} references, {len(test)} test images; "
