@@ -48,7 +48,7 @@ def test_training_loss_decreases(data, tmp_path):
 
 def test_same_seed_same_losses_other_seed_other_losses(data, tmp_path):
     a = train(data[0], _cfg(), tmp_path / "a", progress=False)
-    b = train(data[0], _cfg(), tmp_path / "b", progress=False)
+    b = train(data[0], _cfg(prefetch=False), tmp_path / "b", progress=False)
     c = train(data[0], _cfg(seed=1), tmp_path / "c", progress=False)
     assert a.losses == b.losses
     assert a.losses != c.losses
@@ -105,11 +105,14 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(data, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         train(data[0], _cfg(), tmp_path / "stop", progress=False)
     state = tmp_path / "stop" / "last.safetensors"
-    assert read_meta(state)["iteration"] == 8  # the step in flight finished, then saved
+    # the step in flight finished, then the state was saved (batch 8 may be prefetched
+    # during step 7)
+    stopped_at = read_meta(state)["iteration"]
+    assert stopped_at in (7, 8)
     assert not (tmp_path / "stop" / "model.safetensors").exists()
     monkeypatch.setattr(train_mod, "_make_batch", real)
     resumed = train(data[0], _cfg(), tmp_path / "stop", progress=False)
-    assert resumed.resumed_from == 8
+    assert resumed.resumed_from == stopped_at
     assert resumed.losses == full.losses
     ma, _ = load_checkpoint(full.checkpoint)
     mb, _ = load_checkpoint(resumed.checkpoint)
