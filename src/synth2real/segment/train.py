@@ -39,6 +39,7 @@ from synth2real.progress import progress_bar
 from synth2real.segment.checkpoint import (
     load_optimizer_state,
     read_meta,
+    read_tensors,
     save_checkpoint,
 )
 from synth2real.segment.device import resolve_device, torch_threads
@@ -443,7 +444,17 @@ def train(
     device = resolve_device(cfg.device)
     with torch_threads(cfg.num_threads):
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, k, pretrained=cfg.pretrained, **cfg.model_kwargs)
+        resuming = resume and state_path.exists()
+        if resuming:  # rebuild the stored architecture; its weights come from the state
+            stored = read_meta(state_path)
+            model = create_model(
+                stored.get("model", cfg.model),
+                k,
+                pretrained=False,
+                **stored.get("model_kwargs", {}),
+            )
+        else:
+            model = create_model(cfg.model, k, pretrained=cfg.pretrained, **cfg.model_kwargs)
         ch, cw = cfg.crop_hw
         if ch % model.stride or cw % model.stride:
             raise ConfigError(
@@ -468,7 +479,7 @@ def train(
 
         start, losses, seconds_before = 0, [], 0.0
         class_weights: list[float] | None = None
-        if resume and state_path.exists():
+        if resuming:
             meta = read_meta(state_path)
             diff = _same_run(meta, run)
             if diff:
@@ -476,9 +487,7 @@ def train(
                     f"{out_dir} holds a stopped run with other {', '.join(diff[:5])}; "
                     "use another output folder or resume=False (--no-resume) to start afresh"
                 )
-            from synth2real.segment.checkpoint import _read_tensors
-
-            model.load_state_dict(_read_tensors(state_path, "model."))
+            model.load_state_dict(read_tensors(state_path, "model."))
             opt_state = load_optimizer_state(state_path)
             if opt_state is not None:
                 opt.load_state_dict(opt_state)
