@@ -69,3 +69,12 @@ def make_dataset(
         Image.fromarray(label).save(lp)
         samples.append(Sample(name, ip, lp))
     return PngDataset(root, samples, classes)
+
+
+def make_generic(root: Path, n: int = 6, size: tuple[int, int] = (64, 64), seed: int = 0) -> Path:
+    """The same scenes in the generic layout (``images/``, ``labels/``, ``classes.yaml``)."""
+    import yaml
+
+    make_dataset(root, n=n, size=size, seed=seed)
+    (root / "classes.yaml").write_text(yaml.safe_dump(CLASSES.to_dict()))
+    return root

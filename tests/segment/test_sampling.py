@@ -134,5 +134,5 @@ def test_loader_caches_decoded_pairs_and_checks_sizes(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(ds.samples[1].label_path)
-    with pytest.raises(DataError, match="differs"):
+    with pytest.raises(DataError, match="label map is 10x10"):
         SampleLoader(ds, cache=False).load(1)

@@ -16,9 +16,11 @@ from tests.segment.test_models import TINY_SEGFORMER
 
 
 def _cfg(**kw):
+    """A tiny, fast run (a 3-level small-unet unless the test asks for another model)."""
     base = dict(
-        iterations=12, batch_size=2, crop=32, device="cpu", warmup=2, save_every=5, num_threads=1
-    )
+        iterations=12, batch_size=2, crop=32, device="cpu", warmup=2, save_every=5, num_threads=1,
+        model_kwargs={"channels": [8, 16, 32]},
+    )  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)
 
@@ -31,24 +33,26 @@ def data(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    """The reference uninterrupted run that determinism and resume tests compare with."""
+    return train(data[0], _cfg(), tmp_path_factory.mktemp("full") / "run", progress=False)
+
+
 def test_training_loss_decreases(data, tmp_path):
-    res = train(
-        [data[0]],
-        _cfg(iterations=40, batch_size=4, crop=64, lr=3e-3),
-        tmp_path / "run",
-        progress=False,
-    )
+    cfg = _cfg(iterations=40, batch_size=4, crop=32, lr=3e-3, model_kwargs={})  # default model
+    res = train([data[0]], cfg, tmp_path / "run", progress=False)
     assert res.iterations == 40 and len(res.losses) == 40
     first, last = np.mean(res.losses[:8]), np.mean(res.losses[-8:])
-    assert last < 0.7 * first, (first, last)
+    assert last < 0.75 * first, (first, last)
     assert res.checkpoint == tmp_path / "run" / "model.safetensors"
     assert not (tmp_path / "run" / "last.safetensors").exists()
     assert (tmp_path / "run" / "model.json").is_file()
 
 
-def test_same_seed_same_losses_other_seed_other_losses(data, tmp_path):
-    a = train(data[0], _cfg(), tmp_path / "a", progress=False)
-    b = train(data[0], _cfg(), tmp_path / "b", progress=False)
+def test_same_seed_same_losses_other_seed_other_losses(data, full_run, tmp_path):
+    a = full_run
+    b = train(data[0], _cfg(prefetch=False), tmp_path / "b", progress=False)
     c = train(data[0], _cfg(seed=1), tmp_path / "c", progress=False)
     assert a.losses == b.losses
     assert a.losses != c.losses
@@ -89,8 +93,8 @@ def test_final_checkpoint_carries_its_config(data, tmp_path):
     assert len(meta["losses"]) == 12
 
 
-def test_resume_after_ctrl_c_matches_an_uninterrupted_run(data, tmp_path, monkeypatch):
-    full = train(data[0], _cfg(), tmp_path / "full", progress=False)
+def test_resume_after_ctrl_c_matches_an_uninterrupted_run(data, full_run, tmp_path, monkeypatch):
+    full = full_run
 
     real = train_mod._make_batch
     calls = {"n": 0}
@@ -105,11 +109,14 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(data, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         train(data[0], _cfg(), tmp_path / "stop", progress=False)
     state = tmp_path / "stop" / "last.safetensors"
-    assert read_meta(state)["iteration"] == 8  # the step in flight finished, then saved
+    # the step in flight finished, then the state was saved (batch 8 may be prefetched
+    # during step 7)
+    stopped_at = read_meta(state)["iteration"]
+    assert stopped_at in (7, 8)
     assert not (tmp_path / "stop" / "model.safetensors").exists()
     monkeypatch.setattr(train_mod, "_make_batch", real)
     resumed = train(data[0], _cfg(), tmp_path / "stop", progress=False)
-    assert resumed.resumed_from == 8
+    assert resumed.resumed_from == stopped_at
     assert resumed.losses == full.losses
     ma, _ = load_checkpoint(full.checkpoint)
     mb, _ = load_checkpoint(resumed.checkpoint)
@@ -117,8 +124,8 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(data, tmp_path, monkey
         assert torch.equal(va, vb)
 
 
-def test_resume_from_a_periodic_checkpoint_after_a_crash(data, tmp_path, monkeypatch):
-    full = train(data[0], _cfg(), tmp_path / "full", progress=False)
+def test_resume_from_a_periodic_checkpoint_after_a_crash(data, full_run, tmp_path, monkeypatch):
+    full = full_run
     real = train_mod._make_batch
     calls = {"n": 0}
 
@@ -174,7 +181,7 @@ def test_bad_datasets_are_refused(data, tmp_path):
     with pytest.raises(ConfigError, match="unlabelled"):
         train(unlabelled, _cfg(), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="stride"):
-        train(data[0], _cfg(crop=48), tmp_path / "r", progress=False)
+        train(data[0], _cfg(crop=48, model_kwargs={}), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="iterations"):
         _cfg(iterations=0)
     with pytest.raises(ConfigError, match="unknown train option"):

@@ -102,7 +102,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise DataError(path, f"corrupt checkpoint metadata ({e})") from None
 
 
-def _read_tensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+def read_tensors(path: str | Path, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The tensors of ``path`` whose key starts with ``prefix`` (prefix removed)."""
     out = {}
     with safe_open(str(path), framework="pt") as f:
         for k in f.keys():  # noqa: SIM118 - safe_open is not a dict
@@ -133,7 +134,7 @@ def load_checkpoint(
         )
     except KeyError as e:
         raise DataError(path, f"checkpoint metadata lacks {e}") from None
-    state = _read_tensors(path, "model.")
+    state = read_tensors(path, "model.")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -150,7 +151,7 @@ def load_optimizer_state(path: str | Path) -> dict | None:
     meta = read_meta(path)
     if "optimizer" not in meta:
         return None
-    return _unflatten_optimizer(_read_tensors(path, "optim."), meta["optimizer"])
+    return _unflatten_optimizer(read_tensors(path, "optim."), meta["optimizer"])
 
 
 def checkpoint_classes(meta: dict[str, Any]) -> ClassSpec:

@@ -136,14 +136,9 @@ def evaluate(
     save = Path(save_dir) if save_dir is not None else None
     with progress_bar(len(dataset), "evaluating", enabled=progress) as bar:
         for s in dataset.samples:
-            image = dataset.image(s)
-            label = dataset.label(s)
-            if label is None or label.shape != image.shape[:2]:
-                raise DataError(
-                    s.label_path,
-                    f"label map {None if label is None else label.shape} "
-                    f"differs from its image {image.shape[:2]}",
-                )
+            image, label = dataset.pair(s)  # DataError naming the file on a size mismatch
+            if label is None:
+                raise DataError(s.image_path, "evaluate needs a label map for every image")
             pred = predict_mask(model, image, tile=tile, max_size=max_size)
             cm += metrics.confusion_matrix(pred, label, k, classes.ignore_index)
             if save is not None:

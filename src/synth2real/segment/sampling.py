@@ -144,7 +144,7 @@ class SampleLoader:
         """``(HxWx3 uint8 image, HxW uint8 label)`` of sample ``i`` (downscaled).
 
         Raises:
-            DataError: unlabelled sample, or label and image sizes differ.
+            DataError: unlabelled sample, unreadable files, or label and image sizes differ.
         """
         s = self.dataset.samples[i]
         key = self._key(s) if self.cache else None
@@ -156,13 +156,8 @@ class SampleLoader:
             raise DataError(
                 s.image_path, "training needs a label map for every image; this one has none"
             )
-        image = self.dataset.image(s)
-        label = self.dataset.label(s)
+        image, label = self.dataset.pair(s)  # checks that the sizes agree
         assert label is not None
-        if label.shape != image.shape[:2]:
-            raise DataError(
-                s.label_path, f"label map {label.shape} differs from its image {image.shape[:2]}"
-            )
         image, label = downscale(image, label.astype(np.uint8, copy=False), self.max_size)
         image.setflags(write=False)
         label.setflags(write=False)

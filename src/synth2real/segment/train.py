@@ -15,6 +15,7 @@ shorter side is capped to ``max_size``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -22,6 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +39,7 @@ from synth2real.progress import progress_bar
 from synth2real.segment.checkpoint import (
     load_optimizer_state,
     read_meta,
+    read_tensors,
     save_checkpoint,
 )
 from synth2real.segment.device import resolve_device, torch_threads
@@ -56,7 +59,7 @@ CLASS_WEIGHTINGS = ("none", "frequency")
 
 # fields that change how fast a run goes, not what it computes: a run may resume with
 # different values
-_RUNTIME_FIELDS = ("device", "num_threads", "cache", "cache_max_gb", "save_every")
+_RUNTIME_FIELDS = ("device", "num_threads", "cache", "cache_max_gb", "save_every", "prefetch")
 
 
 @dataclass
@@ -106,6 +109,8 @@ class TrainConfig:
         cache: keep decoded images in RAM across iterations and runs (default True).
         cache_max_gb: RAM budget of that cache (default 4.0).
         save_every: iterations between training-state checkpoints (default 250).
+        prefetch: prepare the next batch (decode, augment) in a background thread while
+            the current one trains (default True; the batches are the same either way).
     """
 
     model: str = "small-unet"
@@ -136,6 +141,7 @@ class TrainConfig:
     cache: bool = True
     cache_max_gb: float = 4.0
     save_every: int = 250
+    prefetch: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -438,7 +444,17 @@ def train(
     device = resolve_device(cfg.device)
     with torch_threads(cfg.num_threads):
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.model, k, pretrained=cfg.pretrained, **cfg.model_kwargs)
+        resuming = resume and state_path.exists()
+        if resuming:  # rebuild the stored architecture; its weights come from the state
+            stored = read_meta(state_path)
+            model = create_model(
+                stored.get("model", cfg.model),
+                k,
+                pretrained=False,
+                **stored.get("model_kwargs", {}),
+            )
+        else:
+            model = create_model(cfg.model, k, pretrained=cfg.pretrained, **cfg.model_kwargs)
         ch, cw = cfg.crop_hw
         if ch % model.stride or cw % model.stride:
             raise ConfigError(
@@ -463,7 +479,7 @@ def train(
 
         start, losses, seconds_before = 0, [], 0.0
         class_weights: list[float] | None = None
-        if resume and state_path.exists():
+        if resuming:
             meta = read_meta(state_path)
             diff = _same_run(meta, run)
             if diff:
@@ -471,9 +487,7 @@ def train(
                     f"{out_dir} holds a stopped run with other {', '.join(diff[:5])}; "
                     "use another output folder or resume=False (--no-resume) to start afresh"
                 )
-            from synth2real.segment.checkpoint import _read_tensors
-
-            model.load_state_dict(_read_tensors(state_path, "model."))
+            model.load_state_dict(read_tensors(state_path, "model."))
             opt_state = load_optimizer_state(state_path)
             if opt_state is not None:
                 opt.load_state_dict(opt_state)
@@ -514,13 +528,24 @@ def train(
             progress_bar(
                 cfg.iterations, f"training {cfg.model}", enabled=progress, completed=start
             ) as bar,
+            contextlib.ExitStack() as stack,
         ):
+            pool = ThreadPoolExecutor(1, thread_name_prefix="s2r-batch") if cfg.prefetch else None
+            stack.callback(lambda: pool and pool.shutdown(wait=True, cancel_futures=True))
+            pending = None
             for it in range(start, cfg.iterations):
                 torch.manual_seed(cfg.seed * 1_000_003 + it)
                 lr = learning_rate(it, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                images, labels = _make_batch(loaders, probs, it, cfg, ignore)
+                if pending is not None:
+                    images, labels = pending.result()
+                else:
+                    images, labels = _make_batch(loaders, probs, it, cfg, ignore)
+                pending = None
+                if pool is not None and it + 1 < cfg.iterations:
+                    # decode + augment the next batch while this one trains
+                    pending = pool.submit(_make_batch, loaders, probs, it + 1, cfg, ignore)
                 x = (
                     torch.from_numpy(images)
                     .to(device, non_blocking=True)
