@@ -381,3 +381,22 @@ def test_cracks_dataset_with_its_reference_split(cracks_root, tmp_path):
     for a, b in zip(src.samples, out.samples, strict=True):
         np.testing.assert_array_equal(src.label(a), out.label(b))
         assert out.image(b).shape == src.image(a).shape
+
+
+def test_resume_with_another_shard_count_skips_finished_images(data, tmp_path):
+    src = open_dataset(data / "syn")
+    refs = load_references(data / "real")
+    out = tmp_path / "out"
+    translate_dataset(src, refs, create_method("histmatch"), out, shard=(0, 2), progress=False)
+    s = translate_dataset(src, refs, create_method("histmatch"), out, resume=True, progress=False)
+    assert (s.written, s.skipped) == (3, 3) and s.manifest is not None
+    assert [e["name"] for e in _manifest(out)] == [x.name for x in src]
+
+
+def test_output_may_not_overlap_the_inputs(data, tmp_path):
+    src = open_dataset(data / "syn")
+    refs = load_references(data / "real")
+    for out in (data / "syn" / "translated", data / "real" / "out", data):
+        with pytest.raises(ConfigError, match="overlaps"):
+            translate_dataset(src, refs, create_method("none"), out, progress=False)
+    assert not (data / "syn" / "translated").exists() and not (data / "real" / "out").exists()

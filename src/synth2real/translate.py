@@ -30,6 +30,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,13 +342,24 @@ def _run_info(
 
 
 def _distributed():
-    """``accelerate.PartialState`` when launched with several processes, else ``None``."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """``accelerate.PartialState`` when launched with several processes, else ``None``.
+
+    Without a GPU, accelerate needs ``cpu=True`` to join the processes (gloo backend);
+    otherwise every process would believe it is alone and translate everything.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
-    return state if state.num_processes > 1 else None
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes != world:
+        raise ConfigError(
+            f"WORLD_SIZE={world} but accelerate sees {state.num_processes} process(es); "
+            "launch with `accelerate launch --num_processes N -m synth2real translate ...`"
+        )
+    return state
 
 
 def translate_dataset(
@@ -443,7 +455,8 @@ def translate_dataset(
                 advance()
     assignment = choose_references(names, references, reference_choice, seed, shares)
 
-    writer = DatasetWriter(out, source, layout)
+    protect = [("the references", references.root)] if references.root else []
+    writer = DatasetWriter(out, source, layout, protect=protect)
     run = _run_info(source, references, method, seed, reference_choice, writer.plan.layout)
     run["labels"] = writer.plan.reason
     is_main = state is None or state.is_main_process
@@ -457,7 +470,7 @@ def translate_dataset(
     writer.repair_part(shard)
 
     mine = list(range(shard[0], len(source), shard[1]))
-    done = writer.done(shard)
+    done = writer.finished()
     todo = [i for i in mine if not (names[i] in done and writer.is_written(source.samples[i]))]
     skipped = len(mine) - len(todo)
     info = {"seed": int(seed), "params": method.params(), "reference_choice": reference_choice}
@@ -535,6 +548,12 @@ def _run_pool(batches, workers, method, references, source, writer, info, record
                 nxt = next(it, None)
                 if nxt is not None:
                     pending.add(pool.submit(_process, nxt))
+    except BrokenProcessPool:
+        pool.shutdown(wait=False, cancel_futures=True)
+        # a worker died while preparing or translating: reproduce the preparation here so
+        # the user sees the real error, not "a process terminated abruptly"
+        method.prepare(references)
+        raise
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise

@@ -137,3 +137,25 @@ def test_rgb_colour_space_agrees_with_albumentations_pixel_distribution_adaptati
     assert np.abs(out - theirs * 255).max() <= 1.0
     # and the documented bug of their uint8 path
     assert fn.adapt_pixel_distribution(img, ref, "standard", 1.0).max() == 0
+
+
+def test_per_reference_classwise_falls_back_to_the_other_references():
+    """pooled=False: the chosen reference's class statistics where it has the class, the
+    other references' pooled statistics where it does not (METHOD.md's AdaIN rule)."""
+    with_cracks = references(sizes=((70, 90), (80, 60)), seed=20)
+    no_crack, no_crack_label = scene(64, 64, 30, tint=(-20, 10, 30), crack=False)
+    refs = References(
+        [no_crack, *with_cracks.images],
+        [no_crack_label, *with_cracks.labels],
+        ["plain", "a", "b"],
+        CLASSES,
+    )
+    img, label = scene(120, 160, 31)
+    m = create_method("reinhard-cw", pooled=False)
+    m.prepare(refs)
+    out = lab(m.apply(img, label, 0))
+    only_plain = References([no_crack], [no_crack_label], ["plain"], CLASSES)
+    for c, source in ((0, only_plain), (1, only_plain), (2, with_cracks)):
+        rmean, rstd = pooled_stats(source, c)
+        np.testing.assert_allclose(out[label == c].mean(0), rmean, atol=0.8, err_msg=f"class {c}")
+        np.testing.assert_allclose(out[label == c].std(0), rstd, atol=0.8, err_msg=f"class {c}")

@@ -148,10 +148,19 @@ class DatasetWriter:
         out: the output folder.
         source: the dataset being translated (its root, layout and label files).
         layout: ``auto``, ``generic`` or ``supervisely`` (see :func:`plan_labels`).
+        protect: ``(description, folder)`` pairs ``out`` must not overlap (the
+            references' folder), besides the source's.
     """
 
-    def __init__(self, out: str | Path, source: Dataset, layout: str = "auto"):
+    def __init__(
+        self,
+        out: str | Path,
+        source: Dataset,
+        layout: str = "auto",
+        protect: Iterable[tuple[str, str | Path]] = (),
+    ):
         self.out = Path(out)
+        self.protect = [(what, Path(p)) for what, p in protect]
         self.classes: ClassSpec = source.classes
         self.plan = plan_labels(source, layout)
         self.source_root = Path(source.root)
@@ -189,12 +198,13 @@ class DatasetWriter:
             ConfigError: ``out`` overlaps the source folder.
         """
         out = self.out.resolve()
-        src = self.source_root.resolve()
-        if out == src or src in out.parents or out in src.parents:
-            raise ConfigError(
-                f"--out {self.out} overlaps the source dataset {self.source_root}: choose a "
-                "folder outside it (synth2real never writes into its inputs)"
-            )
+        for what, root in [("the source dataset", self.source_root), *self.protect]:
+            r = Path(root).resolve()
+            if out == r or r in out.parents or out in r.parents:
+                raise ConfigError(
+                    f"--out {self.out} overlaps {what} {root}: choose a folder outside it "
+                    "(synth2real never writes into its inputs)"
+                )
         if not self.out.exists() or not any(self.out.iterdir()):
             return "new"
         run_file = self.out / RUN_FILE
@@ -300,6 +310,16 @@ class DatasetWriter:
         """Names recorded as finished in this shard's part (and in a merged manifest)."""
         names = {e["name"] for e in read_jsonl(self.part_path(shard))}
         names |= {e["name"] for e in read_jsonl(self.out / MANIFEST)}
+        return names
+
+    def finished(self) -> set[str]:
+        """Names recorded as finished by any shard of any earlier call (all parts and the
+        merged manifest), so a run resumed with another shard count skips them too."""
+        names = {e["name"] for e in read_jsonl(self.out / MANIFEST)}
+        folder = self.out / PARTS_DIR
+        if folder.is_dir():
+            for p in folder.glob("shard-*.jsonl"):
+                names |= {e["name"] for e in read_jsonl(p)}
         return names
 
     def repair_part(self, shard: tuple[int, int]) -> None:

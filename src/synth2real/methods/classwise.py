@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 
 from synth2real.errors import ConfigError
@@ -358,9 +359,17 @@ class ColourTransfer(Method):
                     thin.append(c)
         if not thin:
             return stage.rgb()
-        lab_in = stage.lab_in if stage.lab_in is not None else F.rgb_to_lab(image)
-        lab_out = stage.lab_out if stage.lab_out is not None else F.rgb_to_lab(stage.rgb())
-        result = lab_out.copy()
+        # only the pixels within `ring` of a thin class are ever read: convert just those
+        lut = np.zeros(256, np.uint8)
+        lut[thin] = 1
+        near = cv2.dilate(cv2.LUT(label, lut), np.ones((2 * self.ring + 1,) * 2, np.uint8)).astype(
+            bool
+        )
+        lab_in = stage.lab_in if stage.lab_in is not None else F.rgb_to_lab_where(image, near)
+        lab_out = (
+            stage.lab_out if stage.lab_out is not None else F.rgb_to_lab_where(stage.rgb(), near)
+        )
+        rows, cols, values = [], [], []
         for c in thin:
             res = F.class_contrast(lab_in, label, c, self.ring)
             if res is None:
@@ -371,8 +380,19 @@ class ColourTransfer(Method):
             ctx_out = F.context_at(lab_out, label, c, self.ring, where)
             stats = self._contrast_target(ref, c) if self.contrast == "match" else None
             d_out = d_in if stats is None else self._map_contrast(d_in, stats)
-            result[where] = ctx_out + d_out.astype(np.float32)
-        return F.lab_to_rgb(result)
+            rows.append(where[0])
+            cols.append(where[1])
+            values.append((ctx_out + d_out).astype(np.float32))
+        if not values:
+            return stage.rgb()
+        rr, cc, val = np.concatenate(rows), np.concatenate(cols), np.concatenate(values)
+        if stage.out is None:  # LAB pipeline: one full conversion of the final image
+            result = lab_out.copy()
+            result[rr, cc] = val
+            return F.lab_to_rgb(result)
+        out = stage.out.copy()  # RGB pipeline: only the re-set pixels change
+        out[rr, cc] = F.lab_to_rgb(val.reshape(-1, 1, 3)).reshape(-1, 3)
+        return out
 
 
 def _sum(items: list[Any]) -> Any:

