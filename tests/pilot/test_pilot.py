@@ -234,3 +234,22 @@ def test_browser_check_catches_a_broken_image(tmp_path):
     problems = " ".join(json.loads(proc.stdout)["problems"])
     assert "image did not load: missing" in problems
     assert "boom" in problems
+
+
+def test_test_set_is_decoded_once(tmp_path):
+    from synth2real.data.readers import open_dataset
+    from synth2real.pilot.runner import cached_in_memory
+
+    paths = make_tiny_pilot_data(tmp_path / "data")
+    ds = open_dataset(paths["test"])
+    calls = []
+    real_pair = ds.pair
+    ds.pair = lambda item: calls.append(item) or real_pair(item)
+    view = cached_in_memory(ds)
+    for _ in range(3):
+        for s in view.samples:
+            image, label = view.pair(s)
+    assert len(calls) == len(ds) == 3
+    assert view.image(0) is view.pair(0)[0] and view.label(1) is view.pair(1)[1]
+    with pytest.raises(ValueError):
+        image[0, 0] = 0  # read-only: the cache cannot be corrupted in place

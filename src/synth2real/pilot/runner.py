@@ -428,31 +428,27 @@ def cached_in_memory(ds):
 
     The pilot scores every run on the same test images; decoding them once saves a
     second or more per run (JPEG, Supervisely bitmaps). Meant for test sets (tens to a
-    few hundred images), not for training sets.
+    few hundred images), not for training sets. The cached arrays are read-only, so a
+    consumer that would modify them in place fails loudly instead of corrupting the cache.
     """
     import copy
 
     view = copy.copy(ds)
-    images: dict[str, Any] = {}
-    labels: dict[str, Any] = {}
+    pairs: dict[str, Any] = {}
 
-    def sample_of(item):
-        return ds.samples[item] if isinstance(item, int) else item
+    def pair(item):
+        s = ds.samples[item] if isinstance(item, int) else item
+        if s.name not in pairs:
+            image, label = ds.pair(s)
+            for a in (image, label):
+                if a is not None:
+                    a.flags.writeable = False
+            pairs[s.name] = (image, label)
+        return pairs[s.name]
 
-    def image(item):
-        s = sample_of(item)
-        if s.name not in images:
-            images[s.name] = ds.image(s)
-        return images[s.name]
-
-    def label(item):
-        s = sample_of(item)
-        if s.name not in labels:
-            labels[s.name] = ds.label(s)
-        return labels[s.name]
-
-    view.image = image
-    view.label = label
+    view.pair = pair
+    view.image = lambda item: pair(item)[0]
+    view.label = lambda item: pair(item)[1]
     return view
 
 
