@@ -774,9 +774,7 @@ def pilot_cmd(
 ) -> None:
     """Run the pilot: translate, train and score every setting, write the HTML report.
 
-    Settings (docs/BENCHMARK.md): source-only, real-only, source+real, and per method
-    translated and translated+real; each trained once per seed with one fixed budget and
-    scored on the real test images at their own resolution.
+    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
     """
     _omp_passive()
     from synth2real.data.select import parse_names
