@@ -762,6 +762,13 @@ def pilot_cmd(
         list[str] | None,
         typer.Option("--param", help="Method parameter, METHOD.KEY=VALUE (repeatable)."),
     ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Keep translations (and the source shrunk to the training size) here, to share them between pilots; default: inside --out.",
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -810,6 +817,7 @@ def pilot_cmd(
         classes=str(classes) if classes else None,
         class_map=str(class_map) if class_map else None,
         method_params=method_params,
+        cache_dir=cache_dir,
     )
     result = run_pilot(cfg, out, resume=resume)
     Console().print(

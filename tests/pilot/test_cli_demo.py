@@ -46,7 +46,7 @@ def test_pilot_command_end_to_end(tmp_path):
         "--test-names", f"{splits}:test", "--methods", "reinhard", "--seeds", "1",
         "--budget", "iterations=2,batch=2,crop=32,warmup=0,model_kwargs={channels: [4, 8]}",
         "--device", "cpu", "--metric", "iou:line", "--param", "reinhard.strength=0.5",
-        "--out", str(tmp_path / "out"),
+        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
     ]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -57,6 +57,8 @@ def test_pilot_command_end_to_end(tmp_path):
     assert results["translations"]["reinhard"]["params"]["strength"] == 0.5
     assert results["data"]["reference_names"] == ["r00", "r01"]
     assert "report.html" in res.output
+    assert len(list((tmp_path / "cache/translated/reinhard/images").glob("*.png"))) == 6
+    assert not (tmp_path / "out/translated").exists()
     # the same command again without --resume refuses to touch the pilot
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "--resume" in str(again.exception)
