@@ -42,9 +42,18 @@ def test_margin_within_seed_spread_is_no_win():
     runs = runs_for({"m": {"translated": 0.31, "translated+real": 0.415}}, jitter=0.02)
     v = decide(runs, ["m"], "iou:cracks")
     assert v.methods["m"].status == "no-win"
+    assert "Without real images" not in v.methods["m"].summary  # +0.01 is within noise
     assert v.recommended is None and v.winners == []
     assert v.headline.startswith("No method wins on cracks IoU.")
     assert "Best measured: translated+real [m]" in v.headline
+
+
+def test_translation_alone_beating_source_only_is_said():
+    runs = runs_for({"m": {"translated": 0.50, "translated+real": 0.415}}, jitter=0.02)
+    v = decide(runs, ["m"], "iou:cracks")
+    assert v.methods["m"].status == "no-win"
+    expected = "beats the untouched synthetic data: +0.200 cracks IoU over source-only"
+    assert expected in v.methods["m"].summary
 
 
 def test_beating_source_real_but_not_real_only_is_no_win():

@@ -262,6 +262,11 @@ def method_verdict(method: str, stats: dict, label: str) -> MethodVerdict:
         )
     if c_so is not None and c_so.loses and status != "hurts":
         summary += f" Note: {c_so.sentence(label)}."
+    if c_so is not None and c_so.beats:
+        summary += (
+            f" Without real images, its translation beats the untouched synthetic data: "
+            f"{c_so.margin:+.3f} {label} over source-only (seed spread {c_so.spread:.3f})."
+        )
     return MethodVerdict(method, status, summary, comps, mean)
 
 
