@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,19 +31,22 @@ console = Console(stderr=True)
 
 # Options shared by every command that opens a dataset.
 FormatOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--format",
         help="Dataset format (generic, supervisely, cityscapes, gta5, camvid, images); detected when omitted.",
     ),
 ]
 ClassesOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--classes", help="Class spec YAML (names, optional colours, ignore_index)."),
 ]
 ClassMapOpt = Annotated[
-    Optional[Path],
-    typer.Option("--class-map", help="Class-map YAML mapping this dataset's raw ids/colours onto your classes."),
+    Path | None,
+    typer.Option(
+        "--class-map",
+        help="Class-map YAML mapping this dataset's raw ids/colours onto your classes.",
+    ),
 ]
 
 
@@ -55,7 +58,9 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished outputs are kept; rerun with --resume to continue")
+        console.print(
+            "[yellow]interrupted[/]: finished outputs are kept; rerun with --resume to continue"
+        )
         sys.exit(130)
 
 
@@ -64,7 +69,7 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------
 @app.command("methods")
 def methods_cmd(
-    name: Annotated[Optional[str], typer.Argument(help="Show one method's parameters.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Show one method's parameters.")] = None,
 ) -> None:
     """List the translation methods, or one method's parameters and defaults."""
     from rich.table import Table

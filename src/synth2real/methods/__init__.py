@@ -15,3 +15,7 @@ import importlib as _importlib  # noqa: E402
 
 for _module in ("none", "reinhard", "histmatch", "fda"):
     _importlib.import_module(f"synth2real.methods.{_module}")
+
+# diffusion presets last; registering them imports neither torch nor diffusers (the
+# class is resolved when a preset is first created or described)
+_importlib.import_module("synth2real.diffusion.presets")
