@@ -407,32 +407,465 @@ def translate_cmd(
 # train / evaluate  (segment)
 # ---------------------------------------------------------------------------------------
 @app.command("train")
-def train_cmd() -> None:
-    """Train a segmentation model on a dataset (optionally mixed with real references)."""
-    raise NotImplementedError("train: implemented in segment/")
+def train_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            "--data",
+            help="Labelled dataset folder; repeat to mix several (e.g. translated, then real).",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (model.safetensors, model.json).")
+    ],
+    names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--names",
+            help="Use only these samples of the --data at the same position: FILE (one name a line), "
+            "FILE.json:key (e.g. splits.json:references) or a,b,c; 'all' for every sample.",
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            help="Sampling probability of each --data, e.g. 0.5,0.5 (default: by size).",
+        ),
+    ] = None,
+    real_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--real-fraction",
+            help="Probability of drawing from the last --data (the real references).",
+        ),
+    ] = None,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML file of train options (the TrainConfig fields)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="small-unet (CPU, default) or segformer (GPU).")
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            "--pretrained",
+            help="Pretrained weights: hub id or local folder; 'none' for random init.",
+        ),
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", help="Optimizer steps (default 2000).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Crops per step (default 8).")
+    ] = None,
+    crop: Annotated[
+        str | None, typer.Option("--crop", help="Crop size: 256 or HxW like 256x512.")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate (default: the model's).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any other train option as key=value (e.g. loss=ce, max_size=512); repeatable.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue a stopped run in --out (default) or start afresh.",
+        ),
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train a segmentation model on a dataset (optionally mixed with real references).
+
+    Example: translated synthetic data and 10 real references, half and half:
+    synth2real train --data out/reinhard --data cracks/validation
+    --names all --names cracks/splits.json:references --weights 0.5,0.5 --out runs/m
+    """
+    import json
+    import time
+
+    from synth2real.errors import ConfigError
+    from synth2real.segment.train import TrainConfig, train
+
+    options: dict = {}
+    if config is not None:
+        options.update(_seg_read_yaml(config))
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        options[key.strip()] = _seg_value(raw)
+    given = {
+        "model": model, "iterations": iterations, "batch_size": batch_size, "lr": lr,
+        "seed": seed, "device": device, "num_threads": threads, "real_fraction": real_fraction,
+    }  # fmt: skip
+    options.update({k: v for k, v in given.items() if v is not None})
+    if crop is not None:
+        options["crop"] = _seg_crop(crop)
+    elif isinstance(options.get("crop"), str):
+        options["crop"] = _seg_crop(options["crop"])
+    if pretrained is not None:
+        options["pretrained"] = (
+            False if pretrained.lower() in ("none", "false", "random") else pretrained
+        )
+    cfg = TrainConfig.from_dict(options)
+    datasets = _seg_open_all(data, names, format, classes, class_map, require_labels=True)
+    w = None
+    if weights is not None:
+        try:
+            w = [float(v) for v in weights.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--weights expects numbers separated by commas, got {weights!r}"
+            ) from None
+    t0 = time.perf_counter()
+    result = train(datasets, cfg, out, weights=w, resume=resume, progress=not json_out)
+    summary = {
+        "checkpoint": str(result.checkpoint),
+        "iterations": result.iterations,
+        "resumed_from": result.resumed_from,
+        "seconds": round(result.seconds, 2),
+        "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
+        "wall_seconds_this_call": round(time.perf_counter() - t0, 2),
+    }
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    if result.resumed_from == result.iterations:
+        console.print(
+            f"[green]already trained[/]: {result.checkpoint} (use --no-resume to retrain)"
+        )
+    else:
+        console.print(
+            f"[green]trained[/] {cfg.model} for {result.iterations} iterations in "
+            f"{result.seconds:.0f} s (loss {summary['final_loss']:.4f}): {result.checkpoint}"
+        )
 
 
 @app.command("evaluate")
-def evaluate_cmd() -> None:
-    """Score a checkpoint on a labelled real set: per-class IoU, mIoU, confusion matrix."""
-    raise NotImplementedError("evaluate: implemented in segment/")
+def evaluate_cmd(
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="A model.safetensors written by train.")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled dataset folder (real test images).")
+    ],
+    names: Annotated[
+        str | None,
+        typer.Option(
+            "--names",
+            help="Score only these samples: FILE, FILE.json:key (splits.json:test) or a,b,c.",
+        ),
+    ] = None,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-predictions",
+            help="Write masks/<name>.png, overlays/<name>.jpg and scores.json here.",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the scores as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Score a checkpoint on a labelled real set: per-class IoU, mIoU, confusion matrix.
+
+    Every image is predicted at its own resolution; pixels labelled ignore_index are not
+    scored; a class absent from both the labels and the predictions is left out of mIoU.
+    """
+    import json
+
+    from synth2real.segment.evaluate import evaluate
+
+    (dataset,) = _seg_open_all([data], [names] if names else None, format, classes, class_map, True)
+    result = evaluate(
+        checkpoint, dataset, device=device, save_dir=save_predictions, progress=not json_out
+    )
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    out = Console()
+    support = result.confusion.sum(axis=1)
+    table = Table(
+        title=f"{checkpoint} on {data} ({result.num_images} images)", title_justify="left"
+    )
+    table.add_column("class", style="bold")
+    table.add_column("IoU", justify="right")
+    table.add_column("pixels (truth)", justify="right")
+    table.add_column("predicted", justify="right")
+    predicted = result.confusion.sum(axis=0)
+    total = max(1, int(support.sum()))
+    for i, name in enumerate(result.class_names):
+        iou = result.iou[i]
+        table.add_row(
+            name,
+            "-" if iou != iou else f"{iou:.4f}",
+            f"{support[i] / total:.2%}",
+            f"{predicted[i] / total:.2%}",
+        )
+    table.add_section()
+    table.add_row("mIoU", f"{result.miou:.4f}", "", "")
+    table.add_row("pixel accuracy", f"{result.pixel_accuracy:.4f}", "", "")
+    out.print(table)
+    out.print(
+        f"[dim]{result.seconds:.1f} s; '-' = class absent from labels and predictions (not in mIoU)[/]"
+    )
+    if save_predictions is not None:
+        out.print(f"predictions: {save_predictions}")
+
+
+def _seg_open_all(paths, names, format, classes, class_map, require_labels):
+    """Open each dataset and apply the ``--names`` at the same position."""
+    from synth2real.data.readers import open_dataset
+    from synth2real.data.select import parse_names
+    from synth2real.errors import ConfigError
+
+    names = list(names or [])
+    if names and len(names) != len(paths):
+        raise ConfigError(
+            f"give --names once per --data, in the same order ({len(paths)} --data, {len(names)} --names); "
+            "use 'all' for a dataset used whole"
+        )
+    out = []
+    for i, p in enumerate(paths):
+        ds = open_dataset(p, format=format, classes=classes, class_map=class_map)
+        spec = names[i] if names else "all"
+        if spec.strip().lower() != "all":
+            try:
+                ds = ds.select(parse_names(spec))
+            except KeyError as e:
+                raise ConfigError(f"--names {spec}: {e.args[0]}") from None
+        if require_labels and not ds.has_labels:
+            missing = [s.name for s in ds.samples if s.label_path is None]
+            raise ConfigError(
+                f"{p}: {len(missing)} selected image(s) have no label (e.g. {missing[:3]})"
+            )
+        out.append(ds)
+    return out
+
+
+def _seg_read_yaml(path: Path) -> dict:
+    import yaml
+
+    from synth2real.errors import DataError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(path, f"cannot read the train config ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(path, "a train config is a mapping of option: value")
+    return data
+
+
+def _seg_value(raw: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _seg_crop(raw) -> int | tuple[int, int]:
+    from synth2real.errors import ConfigError
+
+    text = str(raw).lower().replace(" ", "")
+    try:
+        if "x" in text:
+            h, w = text.split("x")
+            return (int(h), int(w))
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--crop expects N or HxW, got {raw!r}") from None
 
 
 # ---------------------------------------------------------------------------------------
 # pilot / demo  (pilot)
 # ---------------------------------------------------------------------------------------
+def _omp_passive() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (set before torch loads).
+
+    On CPUs shared with other jobs, spinning threads slow torch down by 10-50x; on a
+    quiet machine the cost is a few percent. ``OMP_WAIT_POLICY`` set by the user wins.
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @app.command("pilot")
-def pilot_cmd() -> None:
-    """Run the pilot: translate, train and score every setting, write the HTML report."""
-    raise NotImplementedError("pilot: implemented in pilot/")
+def pilot_cmd(
+    source: Annotated[
+        Path, typer.Option("--source", help="Labelled synthetic images (dataset folder).")
+    ],
+    references: Annotated[
+        Path, typer.Option("--references", help="Labelled real references (dataset folder).")
+    ],
+    test: Annotated[
+        Path,
+        typer.Option(
+            "--test",
+            help="Labelled real test images (dataset folder; may be the references' folder with --test-names).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder (translations, runs, results, report.html)."),
+    ],
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods", help="Comma-separated translation methods (see `synth2real methods`)."
+        ),
+    ] = "reinhard,reinhard-cw",
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Number of training seeds (3 -> 0,1,2) or a comma list.")
+    ] = "3",
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Subset of --references: FILE (one name a line), FILE.json:KEY, or a,b,c.",
+        ),
+    ] = None,
+    test_names: Annotated[
+        str | None, typer.Option("--test-names", help="Subset of --test (same syntax).")
+    ] = None,
+    source_names: Annotated[
+        str | None, typer.Option("--source-names", help="Subset of --source (same syntax).")
+    ] = None,
+    source_limit: Annotated[
+        int | None,
+        typer.Option("--source-limit", help="Use a fixed random subset of N synthetic images."),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Short training budget for a first look (cannot separate close methods).",
+        ),
+    ] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Training budget overrides, e.g. iterations=600,batch=8,crop=256,max_size=512.",
+        ),
+    ] = None,
+    real_ratio: Annotated[
+        float,
+        typer.Option(
+            "--real-ratio",
+            help="Share of each batch drawn from the references in the +real settings.",
+        ),
+    ] = 0.5,
+    model: Annotated[
+        str, typer.Option("--model", help="Segmentation model (small-unet, segformer).")
+    ] = "small-unet",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", help="Translation worker processes.")] = 1,
+    metric: Annotated[
+        str, typer.Option("--metric", help="What the verdict is judged on: miou or iou:<class>.")
+    ] = "miou",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Method parameter, METHOD.KEY=VALUE (repeatable)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Keep translations (and the source shrunk to the training size) here, to share them between pilots; default: inside --out.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the pilot in --out: finished runs and translations are kept."
+        ),
+    ] = False,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+) -> None:
+    """Run the pilot: translate, train and score every setting, write the HTML report.
+
+    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
+    """
+    _omp_passive()
+    from synth2real.data.select import parse_names
+    from synth2real.errors import ConfigError
+    from synth2real.methods.registry import parse_param
+    from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
+
+    method_params: dict = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        mname, dot, pkey = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--param: expected METHOD.KEY=VALUE, got {item!r}")
+        method_params.setdefault(mname, {})[pkey] = parse_param(mname, pkey, raw)
+    cfg = PilotConfig(
+        source=source,
+        references=references,
+        test=test,
+        methods=[m for m in methods.split(",") if m.strip()],
+        seeds=seeds,
+        budget=parse_budget(budget, QUICK_BUDGET if quick else DEFAULT_BUDGET),
+        budget_name=("quick" if quick else "default") + ("+custom" if budget else ""),
+        source_names=parse_names(source_names) if source_names else None,
+        reference_names=parse_names(reference_names) if reference_names else None,
+        test_names=parse_names(test_names) if test_names else None,
+        source_limit=source_limit,
+        real_ratio=real_ratio,
+        model=model,
+        device=device,
+        workers=workers,
+        metric=metric,
+        format=format,
+        classes=str(classes) if classes else None,
+        class_map=str(class_map) if class_map else None,
+        method_params=method_params,
+        cache_dir=cache_dir,
+    )
+    result = run_pilot(cfg, out, resume=resume)
+    Console().print(
+        f"report: {result.report}\nresults: {result.results_json}, {result.results_csv}"
+    )
 
 
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds.")] = 2,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "cpu",
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
-    raise NotImplementedError("demo: implemented in pilot/")
+    _omp_passive()
+    from synth2real.pilot.demo import run_demo
+
+    result = run_demo(out, seeds=seeds, device=device)
+    Console().print(f"\n[bold]demo report[/]: {result.report.resolve()}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,605 @@
+"""Train a segmentation model on one or more labelled datasets, mixed by weight.
+
+``train([translated, real], TrainConfig(iterations=2000), "runs/m", weights=[0.5, 0.5])``
+draws each training crop from ``translated`` or ``real`` with those probabilities, trains
+the registered model ``cfg.model`` and writes ``runs/m/model.safetensors`` (weights plus
+their configuration, see :mod:`synth2real.segment.checkpoint`) and ``runs/m/model.json``
+(the same metadata, for people). Every ``cfg.save_every`` iterations and on Ctrl-C the
+full training state goes to ``runs/m/last.safetensors``; calling :func:`train` again with
+the same data and config continues from there and ends with the same weights and losses
+as an uninterrupted run (same device). A finished run is returned without training.
+
+Budget knobs: ``iterations`` x ``batch_size`` crops of ``crop`` pixels, at images whose
+shorter side is capped to ``max_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synth2real.data.dataset import Dataset
+from synth2real.data.io import atomic_write_text
+from synth2real.errors import ConfigError, OutputExistsError
+from synth2real.progress import progress_bar
+from synth2real.segment.checkpoint import (
+    load_optimizer_state,
+    read_meta,
+    read_tensors,
+    save_checkpoint,
+)
+from synth2real.segment.device import resolve_device, torch_threads
+from synth2real.segment.losses import LOSSES, class_weights_from_frequencies, segmentation_loss
+from synth2real.segment.models import create_model, get_model_entry
+from synth2real.segment.sampling import (
+    SampleLoader,
+    augment,
+    dataset_fingerprint,
+    mixing_weights,
+)
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "last.safetensors"
+SCHEDULES = ("cosine", "poly", "constant")
+CLASS_WEIGHTINGS = ("none", "frequency")
+
+# fields that change how fast a run goes, not what it computes: a run may resume with
+# different values
+_RUNTIME_FIELDS = ("device", "num_threads", "cache", "cache_max_gb", "save_every", "prefetch")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in the checkpoint).
+
+    Args:
+        model: registered model name (default ``"small-unet"``; see ``list_models()``).
+        model_kwargs: architecture options of the model (default ``{}``).
+        pretrained: pretrained weights: ``None`` (default) the model's default when
+            reachable, else random init with a warning; ``False`` random init; a hub id
+            or local folder (an error when not found).
+        iterations: optimizer steps (default 2000).
+        batch_size: crops per step (default 8).
+        crop: training crop size in pixels, ``int`` or ``(height, width)``, a multiple of
+            the model stride (default 256; 32 for both models).
+        scale_range: random scale factors ``(min, max)``, drawn log-uniformly before
+            cropping (default ``(0.75, 1.5)``).
+        hflip: random horizontal flips (default True).
+        vflip: random vertical flips (default False; fine for top-down imagery).
+        color_jitter: brightness/contrast/saturation jitter strength in ``[0, 1)``
+            (default 0: off, because it would blur the colour differences between
+            translation methods that a pilot compares).
+        lr: peak learning rate of AdamW (default ``None``: the model's own, 2e-3 for
+            small-unet, 6e-5 for segformer).
+        weight_decay: AdamW weight decay on conv/linear weights (default 0.01).
+        warmup: linear warm-up iterations (default 50, at most a tenth of the run).
+        schedule: ``"cosine"`` (default, to 1 % of ``lr``), ``"poly"`` (power 0.9) or
+            ``"constant"``, after the warm-up.
+        loss: ``"ce+dice"`` (default: cross-entropy + soft Dice over present classes,
+            robust to rare thin classes), ``"ce"`` or ``"dice"``.
+        dice_weight: factor of the Dice term in ``"ce+dice"`` (default 1.0).
+        class_weighting: ``"none"`` (default) or ``"frequency"``: cross-entropy weights
+            ``median(f) / f_c`` from the training labels' pixel shares, clipped to
+            ``max_class_weight``.
+        max_class_weight: upper bound of a class weight (default 10).
+        real_fraction: probability of drawing from the *last* dataset (the real
+            references) when ``train(weights=None)``; the others share the rest in
+            proportion to their size (default ``None``: all in proportion to size).
+        seed: seed of initialisation, sampling and augmentation (default 0).
+        device: ``"auto"`` (default: cuda, mps, else cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
+        num_threads: CPU threads for torch during the run (default ``None``: unchanged).
+        amp: mixed precision on CUDA (bf16 where supported, else fp16) (default True).
+        channels_last: NHWC memory layout, ~1.3x faster convolutions on CPU (default True).
+        max_size: shorter-side cap applied when images are decoded (default 1024;
+            ``None``: full size). Crops are taken from the capped images.
+        cache: keep decoded images in RAM across iterations and runs (default True).
+        cache_max_gb: RAM budget of that cache (default 4.0).
+        save_every: iterations between training-state checkpoints (default 250).
+        prefetch: prepare the next batch (decode, augment) in a background thread while
+            the current one trains (default True; the batches are the same either way).
+    """
+
+    model: str = "small-unet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool | str | None = None
+    iterations: int = 2000
+    batch_size: int = 8
+    crop: int | tuple[int, int] = 256
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    vflip: bool = False
+    color_jitter: float = 0.0
+    lr: float | None = None
+    weight_decay: float = 0.01
+    warmup: int = 50
+    schedule: str = "cosine"
+    loss: str = "ce+dice"
+    dice_weight: float = 1.0
+    class_weighting: str = "none"
+    max_class_weight: float = 10.0
+    real_fraction: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+    amp: bool = True
+    channels_last: bool = True
+    max_size: int | None = 1024
+    cache: bool = True
+    cache_max_gb: float = 4.0
+    save_every: int = 250
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        c = self.crop
+        if isinstance(c, int):
+            return (c, c)
+        h, w = c
+        return (int(h), int(w))
+
+    @property
+    def effective_lr(self) -> float:
+        return float(self.lr) if self.lr is not None else get_model_entry(self.model).default_lr
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field."""
+        get_model_entry(self.model)
+
+        def bad(name: str, why: str) -> None:
+            raise ConfigError(f"TrainConfig.{name}: {why} (got {getattr(self, name)!r})")
+
+        if isinstance(self.crop, (list, tuple)):
+            if len(self.crop) != 2:
+                bad("crop", "an int or (height, width)")
+            self.crop = (int(self.crop[0]), int(self.crop[1]))
+        if min(self.crop_hw) < 8:
+            bad("crop", "must be >= 8 pixels")
+        if self.iterations < 1:
+            bad("iterations", "must be >= 1")
+        if self.batch_size < 1:
+            bad("batch_size", "must be >= 1")
+        lo, hi = (float(v) for v in self.scale_range)
+        if not 0 < lo <= hi:
+            bad("scale_range", "needs 0 < min <= max")
+        self.scale_range = (lo, hi)
+        if not 0 <= self.color_jitter < 1:
+            bad("color_jitter", "must be in [0, 1)")
+        if self.lr is not None and not self.lr > 0:
+            bad("lr", "must be > 0")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+        if self.warmup < 0:
+            bad("warmup", "must be >= 0")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"must be one of {SCHEDULES}")
+        if self.loss not in LOSSES:
+            bad("loss", f"must be one of {LOSSES}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            bad("class_weighting", f"must be one of {CLASS_WEIGHTINGS}")
+        if self.max_class_weight < 1:
+            bad("max_class_weight", "must be >= 1")
+        if self.real_fraction is not None and not 0 <= self.real_fraction <= 1:
+            bad("real_fraction", "must be in [0, 1]")
+        if self.max_size is not None and self.max_size < 8:
+            bad("max_size", "must be >= 8 or None")
+        if self.save_every < 1:
+            bad("save_every", "must be >= 1")
+        if self.num_threads is not None and self.num_threads < 1:
+            bad("num_threads", "must be >= 1 or None")
+        if not isinstance(self.model_kwargs, dict):
+            bad("model_kwargs", "must be a dict")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown train option(s) {unknown}; options: {sorted(names)}")
+        d = dict(d)
+        for k in ("crop", "scale_range"):
+            if isinstance(d.get(k), list):
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def result_dict(self) -> dict[str, Any]:
+        """The fields that determine the result (what a resumed run must share)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        checkpoint: the final ``model.safetensors``.
+        seconds: wall time of training, summed over resumed sessions.
+        iterations: iterations done (``cfg.iterations``).
+        losses: the training loss of every iteration.
+        resumed_from: iteration this call started at (0: fresh; ``iterations``: the run
+            was already finished and nothing was trained).
+    """
+
+    checkpoint: Path
+    seconds: float
+    iterations: int
+    losses: list[float]
+    resumed_from: int = 0
+
+
+def learning_rate(it: int, cfg: TrainConfig) -> float:
+    """Learning rate of iteration ``it`` (0-based): linear warm-up, then ``cfg.schedule``."""
+    peak = cfg.effective_lr
+    warm = min(cfg.warmup, cfg.iterations // 10)
+    if it < warm:
+        return peak * (it + 1) / (warm + 1)
+    if cfg.schedule == "constant":
+        return peak
+    t = (it - warm) / max(1, cfg.iterations - warm)
+    if cfg.schedule == "poly":
+        return peak * (1 - t) ** 0.9
+    floor = 0.01 * peak
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _check_datasets(datasets: Sequence[Dataset]) -> None:
+    if not datasets:
+        raise ConfigError("train needs at least one dataset")
+    first = datasets[0].classes
+    for d in datasets:
+        if len(d) == 0:
+            raise ConfigError(f"dataset {d.root} is empty")
+        if not d.has_labels:
+            unl = [s.name for s in d.samples if s.label_path is None][:5]
+            raise ConfigError(
+                f"dataset {d.root} has unlabelled images (e.g. {unl}); training needs labels"
+            )
+        if d.classes.names != first.names or d.classes.ignore_index != first.ignore_index:
+            raise ConfigError(
+                f"datasets disagree on classes: {datasets[0].root} has {list(first.names)} "
+                f"(ignore {first.ignore_index}), {d.root} has {list(d.classes.names)} "
+                f"(ignore {d.classes.ignore_index}); map them onto one class spec (--class-map)"
+            )
+
+
+def _class_frequencies(
+    loaders: list[SampleLoader], probs: np.ndarray, k: int, seed: int
+) -> np.ndarray:
+    """Pixel shares per class, each dataset weighted by its sampling probability (at most
+    256 images per dataset are read)."""
+    total = np.zeros(k)
+    rng = np.random.default_rng([seed, 7919])
+    for loader, p in zip(loaders, probs, strict=True):
+        if p <= 0:
+            continue
+        idx = rng.permutation(len(loader))[:256]
+        counts = np.zeros(k)
+        for i in idx:
+            counts += np.bincount(loader.load(int(i))[1].ravel(), minlength=256)[:k]
+        if counts.sum() > 0:
+            total += p * counts / counts.sum()
+    return total
+
+
+def _make_batch(
+    loaders: list[SampleLoader], probs: np.ndarray, it: int, cfg: TrainConfig, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([cfg.seed, it])
+    images, labels = [], []
+    for _ in range(cfg.batch_size):
+        d = int(rng.choice(len(loaders), p=probs))
+        i = int(rng.integers(len(loaders[d])))
+        image, label = loaders[d].load(i)
+        img, lab = augment(
+            image,
+            label,
+            rng,
+            crop=cfg.crop_hw,
+            scale_range=cfg.scale_range,
+            hflip=cfg.hflip,
+            vflip=cfg.vflip,
+            jitter=cfg.color_jitter,
+            ignore_index=ignore_index,
+        )
+        images.append(img)
+        labels.append(lab)
+    return np.stack(images), np.stack(labels)
+
+
+class _DeferredInterrupt:
+    """Turn the first Ctrl-C into a flag checked between iterations (main thread only)."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old = None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+
+            def handler(signum, frame):
+                if self.hit:  # second Ctrl-C: stop now
+                    raise KeyboardInterrupt
+                self.hit = True
+
+            signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _same_run(meta: dict, run: dict) -> list[str]:
+    """Keys of ``run`` whose stored value differs (empty: the same run)."""
+    stored_cfg = {k: v for k, v in meta.get("train_config", {}).items() if k not in _RUNTIME_FIELDS}
+    diff = [
+        f"train_config.{k}"
+        for k in run["train_config"]
+        if stored_cfg.get(k) != run["train_config"][k]
+    ]
+    for k in ("data", "weights", "classes"):
+        if json.loads(json.dumps(meta.get(k))) != json.loads(json.dumps(run[k])):
+            diff.append(k)
+    return diff
+
+
+def train(
+    datasets: Sequence[Dataset] | Dataset,
+    cfg: TrainConfig | None = None,
+    out_dir: str | Path = "runs/train",
+    *,
+    weights: Sequence[float] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``cfg.model`` on crops drawn from ``datasets``; write the checkpoint in ``out_dir``.
+
+    Args:
+        datasets: labelled datasets sharing one class spec (a single dataset is accepted).
+        cfg: the training configuration (default ``TrainConfig()``).
+        out_dir: output folder: ``model.safetensors`` + ``model.json`` when done,
+            ``last.safetensors`` while running.
+        weights: probability of drawing each dataset (normalised); default
+            ``cfg.real_fraction`` for the last dataset, else proportional to size.
+        resume: continue a stopped run found in ``out_dir`` (and return a finished one
+            as it is); ``False`` starts afresh and replaces whatever checkpoint is there.
+        progress: show a progress bar with the loss and iterations per second.
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        ConfigError: bad config, weights, or datasets (empty, unlabelled, different classes).
+        OutputExistsError: ``out_dir`` holds a run with other data or config and
+            ``resume`` is True.
+        DataError: an unreadable image or label.
+    """
+    cfg = cfg if cfg is not None else TrainConfig()
+    cfg.validate()
+    if isinstance(datasets, Dataset):
+        datasets = [datasets]
+    datasets = list(datasets)
+    _check_datasets(datasets)
+    classes = datasets[0].classes
+    k, ignore = classes.num_classes, classes.ignore_index
+    probs = mixing_weights([len(d) for d in datasets], weights, cfg.real_fraction)
+    out_dir = Path(out_dir)
+    final_path, state_path = out_dir / MODEL_FILE, out_dir / STATE_FILE
+    run = {
+        "train_config": cfg.result_dict(),
+        "data": [
+            {
+                "root": str(d.root),
+                "format": d.format,
+                "samples": len(d),
+                "fingerprint": dataset_fingerprint(d),
+            }
+            for d in datasets
+        ],
+        "weights": [float(p) for p in probs],
+        "classes": classes.to_dict(),
+    }
+
+    if not resume:
+        final_path.unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
+    elif final_path.exists():
+        meta = read_meta(final_path)
+        diff = _same_run(meta, run)
+        if diff:
+            raise OutputExistsError(
+                f"{out_dir} holds a finished run with other {', '.join(diff[:5])}; "
+                "use another output folder or resume=False (--no-resume) to replace it"
+            )
+        return TrainResult(
+            final_path,
+            float(meta["seconds"]),
+            int(meta["iteration"]),
+            list(meta["losses"]),
+            int(meta["iteration"]),
+        )
+
+    device = resolve_device(cfg.device)
+    with torch_threads(cfg.num_threads):
+        torch.manual_seed(cfg.seed)
+        resuming = resume and state_path.exists()
+        if resuming:  # rebuild the stored architecture; its weights come from the state
+            stored = read_meta(state_path)
+            model = create_model(
+                stored.get("model", cfg.model),
+                k,
+                pretrained=False,
+                **stored.get("model_kwargs", {}),
+            )
+        else:
+            model = create_model(cfg.model, k, pretrained=cfg.pretrained, **cfg.model_kwargs)
+        ch, cw = cfg.crop_hw
+        if ch % model.stride or cw % model.stride:
+            raise ConfigError(
+                f"crop {cfg.crop} must be a multiple of {cfg.model}'s stride {model.stride}"
+            )
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.effective_lr,
+        )
+        loaders = [
+            SampleLoader(d, cfg.max_size, cfg.cache, int(cfg.cache_max_gb * (1 << 30)))
+            for d in datasets
+        ]
+
+        start, losses, seconds_before = 0, [], 0.0
+        class_weights: list[float] | None = None
+        if resuming:
+            meta = read_meta(state_path)
+            diff = _same_run(meta, run)
+            if diff:
+                raise OutputExistsError(
+                    f"{out_dir} holds a stopped run with other {', '.join(diff[:5])}; "
+                    "use another output folder or resume=False (--no-resume) to start afresh"
+                )
+            model.load_state_dict(read_tensors(state_path, "model."))
+            opt_state = load_optimizer_state(state_path)
+            if opt_state is not None:
+                opt.load_state_dict(opt_state)
+            start = int(meta["iteration"])
+            losses = [float(v) for v in meta["losses"]]
+            seconds_before = float(meta["seconds"])
+            class_weights = meta.get("class_weights")
+        elif cfg.class_weighting == "frequency":
+            freq = _class_frequencies(loaders, probs, k, cfg.seed)
+            class_weights = class_weights_from_frequencies(freq, cfg.max_class_weight).tolist()
+        cw_tensor = (
+            torch.tensor(class_weights, device=device) if class_weights is not None else None
+        )
+
+        use_amp = cfg.amp and device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype is torch.float16)
+
+        def meta_now(done: int, seconds: float) -> dict:
+            return {
+                **run,
+                "train_config": cfg.to_dict(),
+                "ignore_index": ignore,
+                "iteration": done,
+                "losses": losses,
+                "seconds": seconds,
+                "class_weights": class_weights,
+                "device": str(device),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "synth2real_version": _version(),
+            }
+
+        model.train()
+        t0 = time.perf_counter()
+        done = start
+        with (
+            _DeferredInterrupt() as interrupt,
+            progress_bar(
+                cfg.iterations, f"training {cfg.model}", enabled=progress, completed=start
+            ) as bar,
+            contextlib.ExitStack() as stack,
+        ):
+            pool = ThreadPoolExecutor(1, thread_name_prefix="s2r-batch") if cfg.prefetch else None
+            stack.callback(lambda: pool and pool.shutdown(wait=True, cancel_futures=True))
+            pending = None
+            for it in range(start, cfg.iterations):
+                torch.manual_seed(cfg.seed * 1_000_003 + it)
+                lr = learning_rate(it, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                if pending is not None:
+                    images, labels = pending.result()
+                else:
+                    images, labels = _make_batch(loaders, probs, it, cfg, ignore)
+                pending = None
+                if pool is not None and it + 1 < cfg.iterations:
+                    # decode + augment the next batch while this one trains
+                    pending = pool.submit(_make_batch, loaders, probs, it + 1, cfg, ignore)
+                x = (
+                    torch.from_numpy(images)
+                    .to(device, non_blocking=True)
+                    .permute(0, 3, 1, 2)
+                    .float()
+                    .div_(255)
+                )
+                if not cfg.channels_last:
+                    x = x.contiguous()
+                y = torch.from_numpy(labels).to(device, non_blocking=True).long()
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = model(x)
+                loss = segmentation_loss(
+                    logits,
+                    y,
+                    ignore_index=ignore,
+                    loss=cfg.loss,
+                    class_weights=cw_tensor,
+                    dice_weight=cfg.dice_weight,
+                )
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                losses.append(float(loss.detach()))
+                done = it + 1
+                elapsed = time.perf_counter() - t0
+                recent = losses[-20:]
+                bar.advance(
+                    loss=f"{sum(recent) / len(recent):.4f}",
+                    it_s=f"{(done - start) / max(elapsed, 1e-9):.2f}",
+                )
+                if interrupt.hit:
+                    save_checkpoint(
+                        state_path, model, meta_now(done, seconds_before + elapsed), opt
+                    )
+                    raise KeyboardInterrupt
+                if done % cfg.save_every == 0 and done < cfg.iterations:
+                    save_checkpoint(
+                        state_path, model, meta_now(done, seconds_before + elapsed), opt
+                    )
+
+        seconds = seconds_before + time.perf_counter() - t0
+        model.eval()
+        meta = meta_now(done, seconds)
+        save_checkpoint(final_path, model, meta)
+        sidecar = {k2: v for k2, v in meta.items() if k2 != "losses"}
+        sidecar["loss_first_last"] = [losses[0], losses[-1]] if losses else []
+        atomic_write_text(out_dir / "model.json", json.dumps(sidecar, indent=1) + "\n")
+        state_path.unlink(missing_ok=True)
+    return TrainResult(final_path, seconds, done, list(losses), start)
+
+
+def _version() -> str:
+    from synth2real import __version__
+
+    return __version__

@@ -1,0 +1,60 @@
+import json
+
+from typer.testing import CliRunner
+
+from synth2real.cli import app
+from tests.segment.fixtures import make_generic
+
+runner = CliRunner()
+
+
+def test_train_then_evaluate_end_to_end(tmp_path):
+    train_root = make_generic(tmp_path / "train", n=4, size=(64, 64))
+    real_root = make_generic(tmp_path / "real", n=3, size=(48, 70), seed=2)
+    (tmp_path / "refs.txt").write_text("img_000\nimg_001\n")
+    args = [
+        "train", "--data", str(train_root), "--data", str(real_root),
+        "--names", "all", "--names", str(tmp_path / "refs.txt"),
+        "--weights", "0.5,0.5", "--out", str(tmp_path / "run"),
+        "--iterations", "4", "--batch-size", "2", "--crop", "32x64", "--device", "cpu",
+        "--threads", "1", "--set", "warmup=0", "--set", "loss=ce", "--json",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["iterations"] == 4 and summary["resumed_from"] == 0
+    ckpt = tmp_path / "run" / "model.safetensors"
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["train_config"]["crop"] == [32, 64] and meta["train_config"]["loss"] == "ce"
+    assert [d["samples"] for d in meta["data"]] == [4, 2]
+    # a second call finds the finished run
+    res = runner.invoke(app, args)
+    assert json.loads(res.output)["resumed_from"] == 4
+
+    res = runner.invoke(
+        app,
+        ["evaluate", "--checkpoint", str(ckpt), "--data", str(real_root), "--names", "img_002",
+         "--device", "cpu", "--save-predictions", str(tmp_path / "pred"), "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    scores = json.loads(res.output)
+    assert scores["num_images"] == 1
+    assert sum(map(sum, scores["confusion"])) == 48 * 70
+    assert (tmp_path / "pred" / "masks" / "img_002.png").is_file()
+
+    res = runner.invoke(
+        app, ["evaluate", "--checkpoint", str(ckpt), "--data", str(real_root), "--device", "cpu"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "crack" in res.output and "mIoU" in res.output
+
+
+def test_train_reports_bad_options(tmp_path):
+    root = make_generic(tmp_path / "d", n=2, size=(32, 32))
+    base = ["train", "--data", str(root), "--out", str(tmp_path / "r")]
+    res = runner.invoke(app, [*base, "--set", "iters=3"])
+    assert res.exit_code != 0 and "iters" in str(res.exception)
+    res = runner.invoke(app, [*base, "--crop", "abc"])
+    assert "--crop" in str(res.exception)
+    res = runner.invoke(app, [*base, "--names", "a", "--names", "b"])
+    assert "once per --data" in str(res.exception)
