@@ -14,7 +14,9 @@ What this module guarantees, whatever the method:
 - the reference used for each image is chosen up front, deterministically
   (``round-robin``, seeded ``random``, or ``matched`` class frequencies), and recorded;
 - the same seed gives the same bytes whatever the number of workers or shards: each
-  image's random numbers come from ``image_seed(seed, sample name)``;
+  image's random numbers come from ``image_seed(seed, sample name)`` (batched methods,
+  whose batches the runner groups by reference, up to the float rounding of batched
+  kernels: a rare pixel may move by one grey level);
 - a killed run resumes where it stopped (``resume=True``): finished images are skipped,
   partial files never exist (atomic writes), a torn manifest line is repaired;
 - an output folder holding a different run is refused unless ``overwrite=True``;
@@ -416,7 +418,8 @@ def translate_dataset(
         reference_choice: ``round-robin``, ``random`` or ``matched`` (see
             :func:`choose_references`).
         workers: processes for CPU methods (each prepares the method once); GPU methods
-            always run in this process.
+            always run in this process (a larger value is ignored with a warning: one
+            process per GPU is ``accelerate launch``'s job).
         resume: continue a stopped run of the same configuration in ``out``.
         overwrite: replace a different run in ``out`` (only files a run writes are removed).
         progress: show a progress bar with ETA.
