@@ -7,7 +7,7 @@ Measures, on ../shared/datasets/cracks (Supervisely format):
    shorter side; about 4x the iterations for the same time);
 2. crack IoU on the 60 `test` images (always scored at full resolution) after training on
    the 10 `references` (real-only) and on the synthetic `source` (source-only), for each
-   resolution at equal compute, for a few budgets and seeds.
+   resolution at similar compute, for a few budgets and seeds.
 
 Writes docs/benchmarks/segment_cpu.md and docs/benchmarks/segment_cpu.json (with the
 machine, load average, torch version and threads). These numbers inform the pilot's
@@ -64,6 +64,15 @@ def machine() -> dict:
     }
 
 
+def rerender(out: Path) -> None:
+    """Rewrite segment_cpu.md from segment_cpu.json (after a change of the table layout)."""
+    from synth2real.data.io import atomic_write_text
+
+    atomic_write_text(
+        out / "segment_cpu.md", render(json.loads((out / "segment_cpu.json").read_text()))
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,7 +120,7 @@ def main() -> None:
         "mode": "quick" if args.quick else "full",
     }
     base = dict(batch_size=8, device=args.device, num_threads=args.threads)
-    # two working resolutions of equal compute per run: full size with 256 crops, and
+    # two working resolutions at similar compute per run: full size with 256 crops, and
     # images shrunk to a 256 px shorter side with 128 crops for 4x the iterations
     resolutions = {
         "full": {"max_size": 1024, "crop": 256, "factor": 1},
@@ -186,9 +195,10 @@ def render(p: dict) -> str:
         "",
         f"Batch {p['config']['batch_size']}, loss {p['config']['loss']}, lr "
         f"{p['config']['lr'] or 'model default'}, {p['config']['schedule']} schedule. "
-        "Two working resolutions of equal compute: `full` (images as they are, 256 crops) and "
-        "`half` (shorter side shrunk to 256 px, 128 crops, 4x the iterations). Scores are "
-        "always computed at the test images' full resolution.",
+        "Two working resolutions at similar compute: `full` (images as they are, 256 crops) "
+        "and `half` (shorter side shrunk to 256 px, 128 crops, 4x the iterations; see the "
+        "train seconds for the real cost). Scores are always computed at the test images' "
+        "full resolution.",
         "",
         "## Speed (small-unet, synthetic source images)",
         "",
