@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,19 +31,22 @@ console = Console(stderr=True)
 
 # Options shared by every command that opens a dataset.
 FormatOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--format",
         help="Dataset format (generic, supervisely, cityscapes, gta5, camvid, images); detected when omitted.",
     ),
 ]
 ClassesOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--classes", help="Class spec YAML (names, optional colours, ignore_index)."),
 ]
 ClassMapOpt = Annotated[
-    Optional[Path],
-    typer.Option("--class-map", help="Class-map YAML mapping this dataset's raw ids/colours onto your classes."),
+    Path | None,
+    typer.Option(
+        "--class-map",
+        help="Class-map YAML mapping this dataset's raw ids/colours onto your classes.",
+    ),
 ]
 
 
@@ -55,7 +58,9 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {e}")
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished outputs are kept; rerun with --resume to continue")
+        console.print(
+            "[yellow]interrupted[/]: finished outputs are kept; rerun with --resume to continue"
+        )
         sys.exit(130)
 
 
@@ -64,7 +69,7 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------
 @app.command("methods")
 def methods_cmd(
-    name: Annotated[Optional[str], typer.Argument(help="Show one method's parameters.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Show one method's parameters.")] = None,
 ) -> None:
     """List the translation methods, or one method's parameters and defaults."""
     from rich.table import Table
@@ -108,7 +113,7 @@ def inspect_cmd(
     class_map: ClassMapOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     workers: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--workers", help="Scanning threads (default: CPUs, at most 8)."),
     ] = None,
     max_problems: Annotated[
@@ -230,9 +235,148 @@ def _render_inspect(report, max_problems: int) -> None:
 # translate  (methods + translate runner)
 # ---------------------------------------------------------------------------------------
 @app.command("translate")
-def translate_cmd() -> None:
-    """Translate a synthetic dataset towards real reference images."""
-    raise NotImplementedError("translate: implemented with the translate runner")
+def translate_cmd(
+    source: Annotated[Path, typer.Option("--source", help="The (synthetic) dataset to translate.")],
+    references: Annotated[
+        Path,
+        typer.Option(
+            "--references", help="Folder of real reference images (any format, labelled or not)."
+        ),
+    ],
+    method: Annotated[
+        str, typer.Option("--method", help="Method name (see `synth2real methods`).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (a translated copy of the dataset).")
+    ],
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Which references: a,b,c | FILE (one name a line) | FILE.json:KEY (e.g. splits.json:references).",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="Method parameter KEY=VALUE (repeatable); see `synth2real methods NAME`.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Run seed (per image: seed + sample name).")
+    ] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for CPU methods.")] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a stopped run of the same configuration.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a different run in --out.")
+    ] = False,
+    reference_choice: Annotated[
+        str,
+        typer.Option(
+            "--reference-choice",
+            help="Reference per image: round-robin, random (seeded) or matched (closest class shares).",
+        ),
+    ] = "round-robin",
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    reference_format: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-format", help="Format of the references folder; detected when omitted."
+        ),
+    ] = None,
+    reference_classes: Annotated[
+        Path | None,
+        typer.Option("--reference-classes", help="Class spec YAML of the references' label maps."),
+    ] = None,
+    reference_class_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-class-map", help="Class map of the references onto the source's classes."
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: translate only shard I of N (0-based); automatic under accelerate launch.",
+        ),
+    ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="Output layout: auto (the source's where simple), generic or supervisely.",
+        ),
+    ] = "auto",
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="Do not draw a progress bar.")
+    ] = False,
+) -> None:
+    """Translate a synthetic dataset towards real reference images.
+
+    Writes a translated copy of --source into --out (same names, sizes and labels) with a
+    manifest.jsonl recording the method, parameters, reference and seed of every image.
+    """
+    from synth2real.data.readers import open_dataset
+    from synth2real.errors import ConfigError
+    from synth2real.methods import create_method
+    from synth2real.methods.registry import parse_param
+    from synth2real.translate import load_references, translate_dataset
+
+    overrides = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = parse_param(method, key.strip(), raw)
+    m = create_method(method, **overrides)
+    shard_t = None
+    if shard is not None:
+        i, sep, n = shard.partition("/")
+        if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+            raise ConfigError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
+        shard_t = (int(i), int(n))
+    ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
+    refs = load_references(
+        references,
+        names=reference_names,
+        classes=reference_classes,
+        format=reference_format,
+        class_map=reference_class_map,
+    )
+    if not any(lab is not None for lab in refs.labels):
+        refs.classes = ds.classes  # unlabelled photos: nothing to disagree with
+    summary = translate_dataset(
+        ds,
+        refs,
+        m,
+        out,
+        seed=seed,
+        reference_choice=reference_choice,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not no_progress,
+        shard=shard_t,
+        layout=layout,
+    )
+    msg = (
+        f"[bold]{summary.method}[/]: {summary.written} written, {summary.skipped} already done "
+        f"-> {summary.out}"
+    )
+    if summary.written:
+        msg += f" ({summary.seconds_per_image:.3f} s/image)"
+    console.print(msg)
+    if summary.manifest is None:
+        console.print(
+            "[dim]other shards are unfinished: manifest.jsonl is written by the last one[/]"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -534,18 +678,170 @@ def _seg_crop(raw) -> int | tuple[int, int]:
 # ---------------------------------------------------------------------------------------
 # pilot / demo  (pilot)
 # ---------------------------------------------------------------------------------------
+def _omp_passive() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (set before torch loads).
+
+    On CPUs shared with other jobs, spinning threads slow torch down by 10-50x; on a
+    quiet machine the cost is a few percent. ``OMP_WAIT_POLICY`` set by the user wins.
+    """
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @app.command("pilot")
-def pilot_cmd() -> None:
-    """Run the pilot: translate, train and score every setting, write the HTML report."""
-    raise NotImplementedError("pilot: implemented in pilot/")
+def pilot_cmd(
+    source: Annotated[
+        Path, typer.Option("--source", help="Labelled synthetic images (dataset folder).")
+    ],
+    references: Annotated[
+        Path, typer.Option("--references", help="Labelled real references (dataset folder).")
+    ],
+    test: Annotated[
+        Path,
+        typer.Option(
+            "--test",
+            help="Labelled real test images (dataset folder; may be the references' folder with --test-names).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder (translations, runs, results, report.html)."),
+    ],
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods", help="Comma-separated translation methods (see `synth2real methods`)."
+        ),
+    ] = "reinhard,reinhard-cw",
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Number of training seeds (3 -> 0,1,2) or a comma list.")
+    ] = "3",
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Subset of --references: FILE (one name a line), FILE.json:KEY, or a,b,c.",
+        ),
+    ] = None,
+    test_names: Annotated[
+        str | None, typer.Option("--test-names", help="Subset of --test (same syntax).")
+    ] = None,
+    source_names: Annotated[
+        str | None, typer.Option("--source-names", help="Subset of --source (same syntax).")
+    ] = None,
+    source_limit: Annotated[
+        int | None,
+        typer.Option("--source-limit", help="Use a fixed random subset of N synthetic images."),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Short training budget for a first look (cannot separate close methods).",
+        ),
+    ] = False,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Training budget overrides, e.g. iterations=600,batch=8,crop=256,max_size=512.",
+        ),
+    ] = None,
+    real_ratio: Annotated[
+        float,
+        typer.Option(
+            "--real-ratio",
+            help="Share of each batch drawn from the references in the +real settings.",
+        ),
+    ] = 0.5,
+    model: Annotated[
+        str, typer.Option("--model", help="Segmentation model (small-unet, segformer).")
+    ] = "small-unet",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", help="Translation worker processes.")] = 1,
+    metric: Annotated[
+        str, typer.Option("--metric", help="What the verdict is judged on: miou or iou:<class>.")
+    ] = "miou",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Method parameter, METHOD.KEY=VALUE (repeatable)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Keep translations (and the source shrunk to the training size) here, to share them between pilots; default: inside --out.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the pilot in --out: finished runs and translations are kept."
+        ),
+    ] = False,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+) -> None:
+    """Run the pilot: translate, train and score every setting, write the HTML report.
+
+    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
+    """
+    _omp_passive()
+    from synth2real.data.select import parse_names
+    from synth2real.errors import ConfigError
+    from synth2real.methods.registry import parse_param
+    from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
+
+    method_params: dict = {}
+    for item in param or []:
+        key, sep, raw = item.partition("=")
+        mname, dot, pkey = key.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--param: expected METHOD.KEY=VALUE, got {item!r}")
+        method_params.setdefault(mname, {})[pkey] = parse_param(mname, pkey, raw)
+    cfg = PilotConfig(
+        source=source,
+        references=references,
+        test=test,
+        methods=[m for m in methods.split(",") if m.strip()],
+        seeds=seeds,
+        budget=parse_budget(budget, QUICK_BUDGET if quick else DEFAULT_BUDGET),
+        budget_name=("quick" if quick else "default") + ("+custom" if budget else ""),
+        source_names=parse_names(source_names) if source_names else None,
+        reference_names=parse_names(reference_names) if reference_names else None,
+        test_names=parse_names(test_names) if test_names else None,
+        source_limit=source_limit,
+        real_ratio=real_ratio,
+        model=model,
+        device=device,
+        workers=workers,
+        metric=metric,
+        format=format,
+        classes=str(classes) if classes else None,
+        class_map=str(class_map) if class_map else None,
+        method_params=method_params,
+        cache_dir=cache_dir,
+    )
+    result = run_pilot(cfg, out, resume=resume)
+    Console().print(
+        f"report: {result.report}\nresults: {result.results_json}, {result.results_csv}"
+    )
 
 
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds.")] = 2,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "cpu",
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
-    raise NotImplementedError("demo: implemented in pilot/")
+    _omp_passive()
+    from synth2real.pilot.demo import run_demo
+
+    result = run_demo(out, seeds=seeds, device=device)
+    Console().print(f"\n[bold]demo report[/]: {result.report.resolve()}")
 
 
 # ---------------------------------------------------------------------------------------

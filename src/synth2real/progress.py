@@ -1,19 +1,26 @@
 """Progress bars for long work (rich), written to stderr and easy to switch off.
 
+    from synth2real.progress import progress_bar, track
+
     with progress_bar(total=len(ds), description="scanning", enabled=True) as advance:
         for item in items:
             ...
             advance()          # or advance(n), or advance(loss="0.123") to show fields
 
+    for item in track(items, description="reading"):
+        ...
+
 The yielded object is callable (``advance(n=1, **fields)``) and also has ``.advance`` and
 ``.update(completed=None, **fields)``; extra keyword fields are shown after the bar
-(``loss=0.123  it_s=2.1``). When ``enabled`` is false, or stderr is not a terminal and
-``force`` is not set, nothing is drawn and every call is a no-op, so library code can
-always call it.
+(``loss=0.123  it_s=2.1``). Bars show done/total, the rate (``img/s``), elapsed time and
+ETA. When ``enabled`` is false, ``S2R_NO_PROGRESS=1`` is set in the environment, or
+stderr is not a terminal and ``force`` is not set, nothing is drawn and every call is a
+no-op, so library code can always call it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -22,12 +29,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def progress_enabled(enabled: bool = True) -> bool:
+    """``enabled`` unless the environment variable ``S2R_NO_PROGRESS`` is set to 1/true."""
+    env = os.environ.get("S2R_NO_PROGRESS", "").strip().lower()
+    return bool(enabled) and env not in ("1", "true", "yes")
+
+
 class Bar:
     """Handle of one running bar (a no-op when nothing is drawn)."""
 
-    def __init__(self, progress: Any = None, task: Any = None):
+    def __init__(self, progress: Any = None, task: Any = None, unit: str = ""):
         self._progress = progress
         self._task = task
+        self._unit = unit
 
     def __call__(self, n: float = 1, **fields: object) -> None:
         self.advance(n, **fields)
@@ -35,8 +49,9 @@ class Bar:
     def advance(self, n: float = 1, **fields: object) -> None:
         """Move ``n`` steps forward; ``fields`` replace the text shown after the bar."""
         if self._progress is not None:
-            kw = {"info": _fmt(fields)} if fields else {}
+            kw: dict = {"info": _fmt(fields)} if fields else {}
             self._progress.update(self._task, advance=n, **kw)
+            self._show_speed()
 
     def update(self, completed: float | None = None, **fields: object) -> None:
         """Set the absolute position and/or the fields shown after the bar."""
@@ -45,6 +60,13 @@ class Bar:
             if completed is not None:
                 kw["completed"] = completed
             self._progress.update(self._task, **kw)
+
+    def _show_speed(self) -> None:
+        if not self._unit:
+            return
+        speed = self._progress.tasks[self._task].speed
+        if speed:
+            self._progress.update(self._task, speed_str=f"{speed:.2f} {self._unit}/s")
 
 
 def _fmt(fields: dict) -> str:
@@ -59,6 +81,7 @@ def progress_bar(
     force: bool = False,
     *,
     completed: float = 0,
+    unit: str = "",
 ) -> Iterator[Bar]:
     """A rich progress bar on stderr; yields a callable :class:`Bar` (``advance(n=1)``).
 
@@ -68,8 +91,10 @@ def progress_bar(
         enabled: ``False`` draws nothing.
         force: draw even when stderr is not a terminal (logs, CI).
         completed: steps already done (a resumed job starts there).
+        unit: the item's name shown in a rate column (``"img"`` -> ``2.10 img/s``);
+            empty (default): no rate column.
     """
-    if not enabled or not (force or sys.stderr.isatty()):
+    if not progress_enabled(enabled) or not (force or sys.stderr.isatty()):
         yield Bar()
         return
     from rich.console import Console
@@ -82,27 +107,34 @@ def progress_bar(
         TimeRemainingColumn,
     )
 
-    with Progress(
+    columns = [
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=Console(stderr=True),
-        transient=False,
-    ) as prog:
-        task = prog.add_task(description, total=total, completed=completed, info="")
-        yield Bar(prog, task)
+    ]
+    if unit:
+        columns.append(TextColumn("[dim]{task.fields[speed_str]}"))
+    columns += [TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as prog:
+        task = prog.add_task(description, total=total, completed=completed, info="", speed_str="")
+        yield Bar(prog, task, unit)
 
 
 def track(
-    items: Iterable[T], total: int | None = None, description: str = "", enabled: bool = True
+    items: Iterable[T],
+    description: str = "",
+    *,
+    total: int | None = None,
+    enabled: bool = True,
+    unit: str = "",
 ) -> Iterator[T]:
-    """Iterate ``items`` with a progress bar (see :func:`progress_bar`)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with progress_bar(total, description, enabled) as advance:
+    """Iterate ``items`` with a progress bar (``total`` defaults to ``len(items)``)."""
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    with progress_bar(total, description, enabled, unit=unit) as advance:
         for item in items:
             yield item
             advance(1)

@@ -340,13 +340,34 @@ def _infer_spec(root: Path, label_paths: Sequence[Path]) -> tuple[ClassSpec, Lab
     return spec, dec, Problem("inferred-classes", root, note)
 
 
+#: label-name suffixes tried when a label's name matches no image (``a_mask.png`` -> ``a``)
+LABEL_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_L", "-mask", "-label")
+
+
+def _strip_label_suffixes(labels: dict[str, Path], images: dict[str, Path]) -> dict[str, Path]:
+    """Re-key labels named ``<image name><suffix>`` (see :data:`LABEL_SUFFIXES`) to the
+    image's name, where that is unambiguous."""
+    out = dict(labels)
+    for name, p in labels.items():
+        if name in images:
+            continue
+        for suf in LABEL_SUFFIXES:
+            if name.endswith(suf) and name[: -len(suf)] in images and name[: -len(suf)] not in out:
+                out[name[: -len(suf)]] = p
+                del out[name]
+                break
+    return out
+
+
 class GenericDataset(_Reader):
     """``ROOT/images/<name>.<ext>`` + ``ROOT/labels/<name>.png`` (+ ``ROOT/classes.yaml``).
 
     Labels are index PNGs (pixel value = class index, ``ignore_index`` = ignored; 8- or
     16-bit; palette PNGs count by index unless every colour they use is a class colour)
     or RGB PNGs decoded through the class spec's ``colors``. Nested folders are fine: the
-    sample name is the path under ``images/`` without extension. ``classes.yaml`` is
+    sample name is the path under ``images/`` without extension. ``masks/`` is accepted
+    in place of ``labels/``, and a label named ``<name>_mask.png`` (or ``_label``,
+    ``_gt``, ``_seg``, ``_L``...) pairs with image ``<name>`` when nothing else does. ``classes.yaml`` is
     looked for in ROOT and its parent; without one, classes ``class_0..`` are inferred
     from the ids found (recorded as a problem).
     """
@@ -360,6 +381,8 @@ class GenericDataset(_Reader):
     @classmethod
     def open(cls, path: Path, classes: ClassSpec | None, class_map: ClassMap | None) -> Dataset:
         image_dir, label_dir = path / "images", path / "labels"
+        if not label_dir.is_dir() and (path / "masks").is_dir():
+            label_dir = path / "masks"
         if not image_dir.is_dir():
             raise DataError(path, "not a generic dataset: no images/ folder")
         problems: list[Problem] = []
@@ -371,6 +394,7 @@ class GenericDataset(_Reader):
             labels = _index_files(
                 label_dir, LABEL_EXTENSIONS, "label", problems=problems, lossy_labels=True
             )
+            labels = _strip_label_suffixes(labels, images)
         else:
             problems.append(
                 Problem("no-labels", path, "no labels/ folder: every image is unlabelled")
@@ -573,7 +597,8 @@ class SuperviselyDataset(_Reader):
     parent) or a project folder (``meta.json`` + dataset folders; names are then
     ``<dataset>/<name>``). Class 0 is ``background`` (pixels no object covers), then the
     meta classes in order (a meta class titled ``background`` *is* class 0).
-    ``bitmap`` (and ``alpha_mask``), ``polygon`` (exterior minus interior holes) and
+    ``bitmap`` (and ``alpha_mask``), ``polygon`` (exterior minus interior holes, drawn
+    like the Supervisely SDK: the outline of a hole belongs to the object) and
     ``rectangle`` objects are drawn in the order listed, so later objects win where they
     overlap; other geometries (points, lines, graphs) are skipped with a warning.
 
@@ -774,11 +799,14 @@ class SuperviselyDataset(_Reader):
                 pts = obj.get("points") or {}
                 ext = np.round(np.asarray(pts.get("exterior", []), np.float64)).astype(np.int32)
                 if len(ext) >= 3:
-                    cv2.fillPoly(mask, [ext.reshape(-1, 1, 2)], 1)
+                    # one fillPoly call with the holes, as the Supervisely SDK draws it:
+                    # the pixels inside a hole stay empty, the hole's outline is drawn
+                    polys = [ext.reshape(-1, 1, 2)]
                     for hole in pts.get("interior", []) or []:
                         hp = np.round(np.asarray(hole, np.float64)).astype(np.int32)
                         if len(hp) >= 3:
-                            cv2.fillPoly(mask, [hp.reshape(-1, 1, 2)], 0)
+                            polys.append(hp.reshape(-1, 1, 2))
+                    cv2.fillPoly(mask, polys, 1)
                 else:
                     notes.append(f"object {k} ({title}): polygon with fewer than 3 points skipped")
             elif geo == "rectangle":

@@ -9,5 +9,13 @@ from synth2real.methods.registry import create_method, describe, list_methods, r
 
 __all__ = ["Method", "References", "create_method", "describe", "list_methods", "register"]
 
-# built-in methods (each import registers its names)
-from synth2real.methods import none  # noqa: E402,F401
+# Built-in methods: each import registers its names; this order is the order in which
+# `synth2real methods` lists them (baseline first, then cheapest to costliest).
+import importlib as _importlib  # noqa: E402
+
+for _module in ("none", "reinhard", "histmatch", "fda"):
+    _importlib.import_module(f"synth2real.methods.{_module}")
+
+# diffusion presets last; registering them imports neither torch nor diffusers (the
+# class is resolved when a preset is first created or described)
+_importlib.import_module("synth2real.diffusion.presets")

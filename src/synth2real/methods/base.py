@@ -35,6 +35,7 @@ class References:
         classes: the class spec the label maps use (the content's class spec).
         predicted: ``True`` for each label map that was predicted by a model rather
             than drawn by a person (recorded in the manifest and the report).
+        root: the folder the references were read from (recorded), or ``None``.
     """
 
     images: list[np.ndarray]
@@ -42,6 +43,7 @@ class References:
     names: list[str]
     classes: ClassSpec
     predicted: list[bool] = field(default_factory=list)
+    root: str | None = None
 
     def __post_init__(self) -> None:
         if not self.images:
@@ -52,7 +54,9 @@ class References:
             self.predicted = [False] * len(self.images)
         for name, img, lab in zip(self.names, self.images, self.labels, strict=True):
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ConfigError(f"reference {name}: expected HxWx3 uint8, got {img.shape} {img.dtype}")
+                raise ConfigError(
+                    f"reference {name}: expected HxWx3 uint8, got {img.shape} {img.dtype}"
+                )
             if lab is not None and lab.shape != img.shape[:2]:
                 raise ConfigError(
                     f"reference {name}: label map {lab.shape} differs from image {img.shape[:2]}"
@@ -90,7 +94,8 @@ class Method(ABC):
     #: registry name, set by :func:`~synth2real.methods.registry.register`.
     name: ClassVar[str] = ""
     #: True when the method needs label maps of the references (class-wise methods).
-    needs_reference_labels: ClassVar[bool] = False
+    #: A class default; methods whose presets differ set it per instance in ``__init__``.
+    needs_reference_labels: bool = False
     #: True when the method needs a GPU to be practical (diffusion).
     needs_gpu: ClassVar[bool] = False
     #: How many content images :meth:`apply_batch` should receive at once.
@@ -107,12 +112,14 @@ class Method(ABC):
         ``super().prepare(references)`` first.
         """
         if self.needs_reference_labels and not references.labelled:
-            missing = [n for n, lab in zip(references.names, references.labels, strict=True) if lab is None]
+            missing = [
+                n for n, lab in zip(references.names, references.labels, strict=True) if lab is None
+            ]
             raise ConfigError(
                 f"method {self.name!r} is class-wise and needs a label map for every "
                 f"reference; unlabelled: {missing[:5]}. Give labelled references, use a "
-                "global method, or let synth2real predict reference labels "
-                "(--predict-reference-labels CHECKPOINT)."
+                "global method, or predict reference label maps with a segmentation "
+                "model (load_references(..., predictor=...); see docs/METHODS.md)."
             )
         self.references = references
 
@@ -135,9 +142,27 @@ class Method(ABC):
         images: Sequence[np.ndarray],
         labels: Sequence[np.ndarray | None],
         refs: Sequence[int],
+        seeds: Sequence[int] | None = None,
     ) -> list[np.ndarray]:
-        """Translate several images; the default loops over :meth:`apply`."""
+        """Translate several images; the default loops over :meth:`apply`.
+
+        Args:
+            images, labels, refs: as for :meth:`apply`, one entry per image.
+            seeds: one seed per image (from :func:`image_seed`: the run's seed and the
+                sample's name), or ``None``. Methods that draw random numbers must draw
+                them from these seeds only, so that an image's output does not depend on
+                the number of workers, the shard, or which images share its batch.
+                Deterministic methods ignore them.
+        """
         return [self.apply(im, lab, r) for im, lab, r in zip(images, labels, refs, strict=True)]
+
+    def reference_indices(self, ref: int) -> list[int]:
+        """Indices of the references whose pixels shape the output for chosen ``ref``.
+
+        Recorded in the manifest. The default is the chosen reference alone; methods that
+        pool statistics over all references return every index.
+        """
+        return [ref]
 
     # -- introspection -----------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -157,6 +182,18 @@ class Method(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
+
+
+def image_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for one image from the run's ``seed`` and the sample's ``name``.
+
+    Stable across processes, machines and Python versions (BLAKE2b, not ``hash()``), so an
+    image gets the same random numbers whatever the order, worker or shard it runs in.
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(f"{int(seed)}\x00{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def _init_params(cls: type) -> list[inspect.Parameter]:

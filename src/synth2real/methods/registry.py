@@ -48,7 +48,9 @@ def register(name: str, *, summary: str = "", family: str = "classical", **defau
             raise ValueError(f"method name {name!r} registered twice")
         if not cls.name:
             cls.name = name
-        _REGISTRY[name] = MethodEntry(name, cls, dict(defaults), summary or _first_line(cls), family)
+        _REGISTRY[name] = MethodEntry(
+            name, cls, dict(defaults), summary or _first_line(cls), family
+        )
         return cls
 
     return deco
@@ -79,9 +81,7 @@ def get_entry(name: str) -> MethodEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown method {name!r}; available: {', '.join(_REGISTRY)}"
-        ) from None
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}") from None
 
 
 def create_method(name: str, **overrides: Any) -> Method:
@@ -128,7 +128,9 @@ def describe(name: str) -> tuple[MethodEntry, list[ParamInfo]]:
             default = None
         ann = hints.get(p.name, p.annotation)
         ann_s = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
-        out.append(ParamInfo(p.name, default, str(ann_s).replace("typing.", ""), docs.get(p.name, "")))
+        out.append(
+            ParamInfo(p.name, default, str(ann_s).replace("typing.", ""), docs.get(p.name, ""))
+        )
     return entry, out
 
 
@@ -153,7 +155,11 @@ def _coerce(raw: str, hint: Any, default: Any, what: str) -> Any:
         value = raw
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    candidates = args if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+    candidates = (
+        args
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        else (hint,)
+    )
     if value is None and (type(None) in candidates or default is None):
         return None
     for c in candidates:

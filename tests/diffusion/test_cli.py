@@ -1,0 +1,94 @@
+"""Every diffusion preset from the command line, on a tiny model saved in diffusers layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from synth2real.cli import app
+from synth2real.data.readers import open_dataset
+from tests.gen_data import write_generic
+
+REPO = Path(__file__).resolve().parents[2]
+PRESETS = ["adain-diffusion", "cross-image", "cacti", "cactif", "styleid"]
+# odd sizes and aspect ratios; the working size is the shorter side 64, rounded to 32
+SIZES = [(40, 70), (64, 64), (90, 50)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-data")
+    write_generic(root / "syn", SIZES)
+    write_generic(root / "real", [(50, 80), (72, 64)], seed=100, tint=(30, -20, 10))
+    return root
+
+
+def args(data: Path, out: Path, preset: str, model: Path) -> list[str]:
+    a = [
+        "translate",
+        "--source", str(data / "syn"),
+        "--references", str(data / "real"),
+        "--method", preset,
+        "--out", str(out),
+        "--no-progress",
+        "--param", f"model={model}",
+        "--param", "working_size=64",
+        "--param", "num_inference_steps=5",
+        "--param", "classwise_steps=[1, 3]",
+        "--param", "batch_size=2",
+    ]  # fmt: skip
+    return a + ["--param", "skip=1" if preset == "styleid" else "skip=2"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cli_translate_with_every_preset(data, tmp_path, tiny_model_dir, preset):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, args(data, out, preset, tiny_model_dir))
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    src, got = open_dataset(data / "syn"), open_dataset(out)
+    assert [s.name for s in got] == [s.name for s in src]
+    for a, b in zip(src.samples, got.samples, strict=True):
+        assert b.label_path.read_bytes() == a.label_path.read_bytes()  # labels untouched
+        img = got.image(b)
+        assert img.shape == src.image(a).shape and img.std() > 0
+    entries = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {e["method"] for e in entries} == {preset}
+    assert entries[0]["params"]["model"] == str(tiny_model_dir)
+    assert entries[0]["params"]["working_size"] == 64
+
+
+def test_python_m_synth2real_translate_cactif_in_a_fresh_process(data, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, "-m", "synth2real", *args(data, out, "cactif", tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = open_dataset(out)
+    assert len(got) == len(SIZES)
+    assert all(got.image(s).dtype == np.uint8 for s in got.samples)
+
+
+def test_cli_reports_missing_weights_without_a_traceback(data, tmp_path, monkeypatch, capsys):
+    from synth2real.cli import main
+
+    a = args(data, tmp_path / "out", "cross-image", tmp_path / "nowhere")
+    monkeypatch.setattr(sys, "argv", ["synth2real", *a])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "hf download" in err and "Traceback" not in err

@@ -1,0 +1,300 @@
+"""DiffusionMethod: presets, parameters, loading, sizes, NaN and OOM handling, end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from synth2real.diffusion.method import DiffusionMethod, fit_to, working_size
+from synth2real.errors import ConfigError, ModelNotFoundError
+from synth2real.methods import create_method, describe, list_methods
+from synth2real.methods.base import References
+from synth2real.methods.registry import parse_param
+from tests.diffusion.helpers import blobs, make_references
+
+PRESETS = ["adain-diffusion", "cross-image", "cacti", "cactif", "styleid"]
+FAST = dict(working_size=64, num_inference_steps=6, skip=2, classwise_steps=(1, 3), batch_size=2)
+
+
+def fast(name: str, model_dir, **kw) -> DiffusionMethod:
+    params = dict(FAST, model=str(model_dir), **kw)
+    if name == "styleid":
+        params["skip"] = 1
+    return create_method(name, **params)  # type: ignore[return-value]
+
+
+def test_presets_are_registered_without_importing_torch():
+    code = (
+        "import sys; from synth2real.methods import list_methods; "
+        "print(list_methods('diffusion')); "
+        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert all(p in res.stdout for p in PRESETS)
+    assert set(PRESETS) <= set(list_methods("diffusion"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_parameter_is_documented_with_the_preset_default(name):
+    entry, params = describe(name)
+    assert entry.family == "diffusion" and entry.summary
+    for p in params:
+        assert p.doc, f"{name}: parameter {p.name} has no documentation"
+        assert "Default" in p.doc, f"{name}: {p.name} does not state its default"
+    by = {p.name: p.default for p in params}
+    expected = {
+        "adain-diffusion": dict(swap=False, adain="global", filtering=False),
+        "cross-image": dict(swap=True, adain="global", filtering=False),
+        "cacti": dict(swap=True, adain="classwise", filtering=False),
+        "cactif": dict(swap=True, adain="classwise", filtering=True, filter_p=0.25),
+        "styleid": dict(pipeline="styleid", adain="global", skip=0, gamma=0.75, tau=1.5),
+    }[name]
+    for key, value in expected.items():
+        assert by[key] == value, (name, key)
+    assert by["model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert by["sharpen"] == 1.67 and by["num_inference_steps"] == 50
+
+
+def test_reference_quirks_switch_the_sigma_offset():
+    assert create_method("cacti").sigma_offset == 0.0
+    assert create_method("cacti", reference_quirks=True).sigma_offset == 1.0
+    assert create_method("cacti", reference_quirks=True, adain_sigma_offset=0.5).sigma_offset == 0.5
+    assert create_method("cacti", adain_sigma_offset=1.0).sigma_offset == 1.0
+
+
+def test_cli_style_parameters_parse_to_the_right_types():
+    assert parse_param("cactif", "working_size", "[64, 128]") == (64, 128)
+    assert parse_param("cactif", "working_size", "512") == 512
+    assert parse_param("cactif", "swap_steps", "null") is None
+    assert parse_param("cactif", "filter_p", "0.1") == 0.1
+    assert parse_param("cactif", "model", "/some/folder") == "/some/folder"
+    with pytest.raises(ConfigError):
+        create_method("cactif", filter_p=2.0)
+    with pytest.raises(ConfigError):
+        create_method("adain-diffusion", filtering=True)  # filtering needs the swap
+    with pytest.raises(ConfigError):
+        create_method("styleid", adain="classwise")
+
+
+@pytest.mark.parametrize(
+    "hw,size,want",
+    [
+        ((512, 512), 512, (512, 512)),
+        ((1024, 2048), 512, (512, 1024)),
+        ((350, 512), 512, (512, 768)),
+        ((720, 1280), 512, (512, 896)),
+        ((70, 200), 64, (64, 192)),
+        ((100, 100), (128, 64), (128, 64)),
+    ],
+)
+def test_working_size_rule(hw, size, want):
+    assert working_size(*hw, size, 64) == want
+
+
+def test_working_size_rejects_non_multiples():
+    with pytest.raises(ConfigError):
+        working_size(64, 64, (100, 64), 64)
+    with pytest.raises(ConfigError):
+        working_size(64, 64, 32, 64)
+
+
+def test_fit_to_crop_keeps_aspect_and_label_alignment():
+    img = np.zeros((40, 100, 3), np.uint8)
+    lab = np.zeros((40, 100), np.uint8)
+    img[:, 50:] = 200
+    lab[:, 50:] = 1
+    out, olab = fit_to(img, lab, (64, 64), "crop")
+    assert out.shape == (64, 64, 3) and olab.shape == (64, 64)
+    assert set(np.unique(olab)) == {0, 1}
+    assert (out[..., 0][olab == 1] > 150).all() and (out[..., 0][olab == 0] < 50).all()
+    out2, _ = fit_to(img, None, (64, 32), "stretch")
+    assert out2.shape == (64, 32, 3)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_runs_end_to_end_on_a_saved_tiny_model(name, tiny_model_dir):
+    refs = make_references(n=2, h=72, w=96, k=3)
+    m = fast(name, tiny_model_dir)
+    m.prepare(refs)
+    # odd sizes, non-2:1 aspect ratios, label maps not multiples of 64
+    items = [blobs(70, 200, 3, seed=1), blobs(128, 64, 3, seed=2), blobs(70, 200, 3, seed=3)]
+    images, labels = [i for i, _ in items], [lab for _, lab in items]
+    outs = m.apply_batch(images, labels, [0, 1, 1])
+    for lab, out in zip(labels, outs, strict=True):
+        assert out.shape == (*lab.shape, 3) and out.dtype == np.uint8
+        assert out.std() > 0  # not a constant (black) image
+    assert m.params()["model"] == str(tiny_model_dir)
+    m.close()
+
+
+def test_many_classes_with_cactif(tiny_model_dir):
+    refs = make_references(n=2, h=64, w=64, k=30, seed=3)
+    m = fast("cactif", tiny_model_dir, erosion=1)
+    m.prepare(refs)
+    img, lab = blobs(96, 64, 30, seed=4)
+    out = m.apply(img, lab, 1)
+    assert out.shape == img.shape
+    assert m.reference_indices(1) == [0, 1]  # missing classes pool over all references
+
+
+def test_without_edits_the_output_is_the_vae_reconstruction(tiny_model_dir):
+    refs = make_references(n=1)
+    m = fast("adain-diffusion", tiny_model_dir, adain="none", freeu=False)
+    m.prepare(refs)
+    img, lab = blobs(64, 96, 3, seed=5)
+    out = m.apply(img, lab, 0)
+    models = m.models
+    with torch.no_grad():
+        x = torch.from_numpy(img).float().permute(2, 0, 1)[None] / 127.5 - 1
+        rec = models.decode(models.encode(x))[0]
+    rec8 = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.abs(out.astype(int) - rec8.astype(int)).max() <= 1
+
+
+def test_seeds_make_results_independent_of_batching(tiny_model_dir):
+    refs = make_references(n=2)
+    m = fast("cross-image", tiny_model_dir)
+    m.prepare(refs)
+    items = [blobs(64, 64, 3, seed=s) for s in (6, 7, 8)]
+    images, labels = [i for i, _ in items], [lab for _, lab in items]
+    together = m.apply_batch(images, labels, [0, 1, 0], seeds=[11, 12, 13])
+    alone = m.apply_batch(images[1:2], labels[1:2], [1], seeds=[12])
+    assert np.abs(together[1].astype(int) - alone[0].astype(int)).max() <= 1
+    other = m.apply_batch(images[1:2], labels[1:2], [1], seeds=[99])
+    assert np.abs(other[0].astype(int) - alone[0].astype(int)).max() > 1
+    # without seeds: derived from the method's seed and the pixels, still per image
+    a = m.apply_batch(images, labels, [0, 1, 0])
+    b = m.apply(images[2], labels[2], 0)
+    assert np.abs(a[2].astype(int) - b.astype(int)).max() <= 1
+
+
+def test_references_are_encoded_once_and_no_unet_pass_is_wasted(tiny_model_dir):
+    refs = make_references(n=3)
+    m = fast("cacti", tiny_model_dir, working_size=(64, 64))
+    encodes, unet_rows = [], []
+    m.prepare(refs)  # fixed working size: references encoded now
+    models = m.models
+    enc = models.vae.encode
+    models.vae.encode = lambda x, *a, **k: (encodes.append(x.shape[0]), enc(x, *a, **k))[1]
+    h = models.unet.register_forward_pre_hook(
+        lambda mod, a, kw: unet_rows.append(a[0].shape[0]), with_kwargs=True
+    )
+    items = [blobs(64, 64, 3, seed=s) for s in range(5)]
+    m.apply_batch([i for i, _ in items], [lab for _, lab in items], [0, 1, 2, 0, 1])
+    h.remove()
+    assert encodes == [2, 2, 1]  # content only, batch_size 2; references were encoded in prepare
+    steps = FAST["num_inference_steps"] - FAST["skip"]
+    assert unet_rows == [2 * 2 + 2] * steps + [2 * 2 + 2] * steps + [2 + 1] * steps
+
+
+def test_classwise_presets_need_labels(tiny_model_dir):
+    refs = make_references(n=2)
+    unlabelled = References(refs.images, [None, None], refs.names, refs.classes)
+    m = fast("cacti", tiny_model_dir)
+    with pytest.raises(ConfigError, match="label map"):
+        m.prepare(unlabelled)
+    m.prepare(refs)
+    img, _ = blobs(64, 64, 3)
+    with pytest.raises(ConfigError, match="label map"):
+        m.apply(img, None, 0)
+    g = fast("cross-image", tiny_model_dir)
+    g.prepare(unlabelled)  # global presets work without labels
+    assert g.apply(img, None, 1).shape == img.shape
+
+
+@pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks`")
+def test_missing_weights_give_a_clear_error(tmp_path):
+    m = create_method("cactif", model=str(tmp_path / "no-such-folder"))
+    with pytest.raises(ModelNotFoundError, match="hf download"):
+        m.prepare(make_references(n=1))
+    (tmp_path / "partial" / "unet").mkdir(parents=True)
+    m = create_method("cactif", model=str(tmp_path / "partial"))
+    with pytest.raises(ModelNotFoundError, match="missing vae/, scheduler/"):
+        m.prepare(make_references(n=1))
+    m = create_method("cactif", model="nobody-here/no-such-model-xyz")  # offline in tests
+    with pytest.raises(ModelNotFoundError, match="--param model="):
+        m.prepare(make_references(n=1))
+
+
+def _nan_in(module, while_dtype: torch.dtype | None):
+    """Make ``module`` return NaNs (only while its weights are ``while_dtype``, if given)."""
+
+    def hook(mod, args, out):
+        if while_dtype is None or next(mod.parameters()).dtype == while_dtype:
+            o = out if isinstance(out, torch.Tensor) else out[0]
+            o.fill_(float("nan"))
+        return out
+
+    return module.register_forward_hook(hook)
+
+
+def test_half_precision_nans_are_redone_in_float32(tiny_model_dir, caplog):
+    m = fast("cross-image", tiny_model_dir, dtype="bfloat16")
+    m.prepare(make_references(n=1))
+    assert m.models.dtype == torch.bfloat16
+    h = _nan_in(m.models.unet, torch.bfloat16)
+    img, lab = blobs(64, 64, 3)
+    with caplog.at_level("WARNING", logger="synth2real.diffusion"):
+        out = m.apply(img, lab, 0)
+    h.remove()
+    assert m.models.dtype == torch.float32 and any("float32" in n for n in m.models.notes)
+    assert "float32" in caplog.text
+    assert out.std() > 0
+
+
+def test_nans_that_persist_raise_instead_of_writing_black_images(tiny_model_dir):
+    from synth2real.diffusion.loading import NonFiniteError
+
+    m = fast("cross-image", tiny_model_dir, dtype="float32")
+    m.prepare(make_references(n=1))
+    h = _nan_in(m.models.unet, None)
+    img, lab = blobs(64, 64, 3)
+    with pytest.raises(NonFiniteError):
+        m.apply(img, lab, 0)
+    h.remove()
+    # a half-precision VAE that gives NaNs is moved to float32
+    m2 = fast("adain-diffusion", tiny_model_dir, dtype="bfloat16")
+    m2.prepare(make_references(n=1))
+    hv = _nan_in(m2.models.vae.decoder, torch.bfloat16)
+    out = m2.apply(img, lab, 0)
+    hv.remove()
+    assert next(m2.models.vae.parameters()).dtype == torch.float32 and out.std() > 0
+
+
+def test_out_of_memory_halves_the_batch(tiny_model_dir, monkeypatch):
+    m = fast("cross-image", tiny_model_dir, batch_size=4)
+    m.prepare(make_references(n=2))
+    real = DiffusionMethod._run_once
+    sizes = []
+
+    def flaky(self, batch):
+        sizes.append(len(batch))
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(self, batch)
+
+    monkeypatch.setattr(DiffusionMethod, "_run_once", flaky)
+    items = [blobs(64, 64, 3, seed=s) for s in range(3)]
+    outs = m.apply_batch([i for i, _ in items], [lab for _, lab in items], [0, 1, 0])
+    assert len(outs) == 3 and all(o.shape == (64, 64, 3) for o in outs)
+    assert sizes[0] == 3 and sizes.count(1) == 3
+    assert m.batch_size == 4 and m.params()["batch_size"] == 4  # the parameter is unchanged
+    sizes.clear()
+    m.apply_batch([i for i, _ in items], [lab for _, lab in items], [0, 1, 0])
+    assert sizes == [1, 1, 1]  # later batches start at the size that fitted
+
+
+def test_close_restores_the_unet_processors(tiny_model_dir):
+    m = fast("cactif", tiny_model_dir)
+    m.prepare(make_references(n=1))
+    unet = m.models.unet
+    assert any(type(p).__name__ == "CrossImageAttnProcessor" for p in unet.attn_processors.values())
+    m.close()
+    assert not any(
+        type(p).__name__ == "CrossImageAttnProcessor" for p in unet.attn_processors.values()
+    )

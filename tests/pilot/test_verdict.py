@@ -1,0 +1,106 @@
+"""The win / lose / no-win rule of docs/BENCHMARK.md on constructed results."""
+
+import math
+
+import pytest
+
+from synth2real.pilot.verdict import decide, stat
+from tests.pilot.fakes import fake_runs, plan_means
+
+BASE = {("source-only", None): 0.30, ("real-only", None): 0.35, ("source+real", None): 0.40}
+
+
+def runs_for(per_method, jitter=0.01, seeds=(0, 1, 2), base=BASE):
+    return fake_runs(plan_means(list(per_method), base, per_method), seeds=seeds, jitter=jitter)
+
+
+def test_stat_mean_std_range():
+    s = stat([0.1, 0.3, None, float("nan"), 0.2])
+    assert s.n == 3 and s.mean == pytest.approx(0.2)
+    assert s.std == pytest.approx(0.1)
+    assert (s.min, s.max, s.spread) == (0.1, 0.3, pytest.approx(0.2))
+    assert math.isnan(stat([]).mean)
+
+
+def test_clear_winner_is_recommended():
+    runs = runs_for(
+        {
+            "good": {"translated": 0.33, "translated+real": 0.46},
+            "better": {"translated": 0.34, "translated+real": 0.50},
+        }
+    )
+    v = decide(runs, ["good", "better"], "iou:cracks")
+    assert v.methods["good"].status == "wins" and v.methods["better"].status == "wins"
+    assert v.recommended == "better"  # higher mean first
+    assert v.headline.startswith("Use better.")
+    assert "+0.100 over source+real" in v.headline and "+0.150 over real-only" in v.headline
+    assert v.best == ("translated+real", "better")
+
+
+def test_margin_within_seed_spread_is_no_win():
+    # +0.015 over source+real, but seeds scatter over 0.04 (jitter 0.02 x 2)
+    runs = runs_for({"m": {"translated": 0.31, "translated+real": 0.415}}, jitter=0.02)
+    v = decide(runs, ["m"], "iou:cracks")
+    assert v.methods["m"].status == "no-win"
+    assert "Without real images" not in v.methods["m"].summary  # +0.01 is within noise
+    assert v.recommended is None and v.winners == []
+    assert v.headline.startswith("No method wins on cracks IoU.")
+    assert "Best measured: translated+real [m]" in v.headline
+
+
+def test_translation_alone_beating_source_only_is_said():
+    runs = runs_for({"m": {"translated": 0.50, "translated+real": 0.415}}, jitter=0.02)
+    v = decide(runs, ["m"], "iou:cracks")
+    assert v.methods["m"].status == "no-win"
+    expected = "beats the untouched synthetic data: +0.200 cracks IoU over source-only"
+    assert expected in v.methods["m"].summary
+
+
+def test_beating_source_real_but_not_real_only_is_no_win():
+    base = {("source-only", None): 0.30, ("real-only", None): 0.55, ("source+real", None): 0.40}
+    runs = runs_for({"m": {"translated": 0.31, "translated+real": 0.50}}, base=base)
+    v = decide(runs, ["m"], "iou:cracks")
+    assert v.methods["m"].status == "no-win"
+    assert "loses to real-only" in v.methods["m"].summary
+    assert "real images alone" in v.headline
+
+
+def test_method_that_hurts_is_reported():
+    runs = runs_for({"bad": {"translated": 0.20, "translated+real": 0.30}})
+    v = decide(runs, ["bad"], "iou:cracks")
+    assert v.methods["bad"].status == "hurts"
+    assert v.hurting == ["bad"]
+    assert "Hurts: bad" in v.headline
+    assert "translated [bad] loses to source-only" in v.methods["bad"].summary
+
+
+def test_loses_to_source_only_alone_is_noted_even_without_hurting_the_mix():
+    runs = runs_for({"m": {"translated": 0.20, "translated+real": 0.41}})
+    v = decide(runs, ["m"], "iou:cracks")
+    assert v.methods["m"].status == "hurts"  # translated alone is worse than untouched
+
+
+def test_metric_choice_changes_the_verdict():
+    runs = runs_for({"m": {"translated": 0.33, "translated+real": 0.46}})
+    # background IoU is identical for every setting (0.9 +- jitter): nothing wins on it
+    v = decide(runs, ["m"], "iou:background")
+    assert v.methods["m"].status == "no-win"
+    assert decide(runs, ["m"], "miou").methods["m"].status == "wins"
+
+
+def test_missing_runs_make_a_method_incomplete():
+    runs = [
+        r
+        for r in runs_for({"m": {"translated": 0.33, "translated+real": 0.46}})
+        if r["setting"] != "real-only"
+    ]
+    v = decide(runs, ["m"], "iou:cracks")
+    assert v.methods["m"].status == "incomplete"
+    assert "real-only" in v.methods["m"].summary
+    assert any("Incomplete" in n for n in v.notes)
+
+
+def test_single_seed_is_flagged():
+    runs = runs_for({"m": {"translated": 0.33, "translated+real": 0.46}}, seeds=(0,))
+    v = decide(runs, ["m"], "iou:cracks")
+    assert any("one seed" in n for n in v.notes)
