@@ -157,6 +157,17 @@ def test_finished_run_is_returned_and_other_config_refused(data, tmp_path):
     assert fresh.resumed_from == 0 and read_meta(fresh.checkpoint)["train_config"]["lr"] == 0.1
 
 
+def test_a_moved_dataset_is_the_same_data(data, tmp_path):
+    import shutil
+
+    first = train(data[1], _cfg(iterations=3), tmp_path / "r", progress=False)
+    moved = make_dataset(tmp_path / "elsewhere", n=3, size=(40, 40), seed=5)
+    assert moved.root != data[1].root
+    again = train(moved, _cfg(iterations=3), tmp_path / "r", progress=False)
+    assert again.resumed_from == 3 and again.losses == first.losses
+    shutil.rmtree(tmp_path / "elsewhere")
+
+
 def test_zero_weight_dataset_is_never_read(data, tmp_path):
     broken = make_dataset(tmp_path / "broken", n=2, size=(32, 32))
     for s in broken.samples:

@@ -167,9 +167,12 @@ class SampleLoader:
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
-    """A short hash of the dataset's root, sample names and class names."""
+    """A short hash of the dataset's sample names and class names.
+
+    The folder is left out on purpose: a dataset moved or copied elsewhere is the same
+    training data (a resumed run must not restart because its data moved).
+    """
     h = hashlib.sha1()
-    h.update(str(dataset.root).encode())
     for s in dataset.samples:
         h.update(b"\0" + s.name.encode())
     h.update(repr(dataset.classes.names).encode())

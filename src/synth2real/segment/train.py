@@ -359,8 +359,15 @@ def _same_run(meta: dict, run: dict) -> list[str]:
         for k in run["train_config"]
         if stored_cfg.get(k) != run["train_config"][k]
     ]
+
+    def norm(k: str, v: object) -> object:
+        v = json.loads(json.dumps(v))
+        if k == "data" and isinstance(v, list):  # where the data lies does not matter
+            v = [{kk: vv for kk, vv in d.items() if kk != "root"} for d in v]
+        return v
+
     for k in ("data", "weights", "classes"):
-        if json.loads(json.dumps(meta.get(k))) != json.loads(json.dumps(run[k])):
+        if norm(k, meta.get(k)) != norm(k, run[k]):
             diff.append(k)
     return diff
 
