@@ -400,3 +400,44 @@ def test_output_may_not_overlap_the_inputs(data, tmp_path):
         with pytest.raises(ConfigError, match="overlaps"):
             translate_dataset(src, refs, create_method("none"), out, progress=False)
     assert not (data / "syn" / "translated").exists() and not (data / "real" / "out").exists()
+
+
+def test_cli_predicts_labels_of_unlabelled_references_with_a_checkpoint(data, tmp_path):
+    from synth2real.segment.train import TrainConfig, train
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, p in enumerate(sorted((data / "real" / "images").glob("*.png"))):
+        Image.open(p).save(photos / f"p{i}.png")
+    src = open_dataset(data / "syn")
+    cfg = TrainConfig(
+        iterations=3, batch_size=2, crop=16, device="cpu", model_kwargs={"channels": [4, 8]}
+    )
+    ckpt = train(src, cfg, tmp_path / "model", progress=False).checkpoint
+    runner = CliRunner()
+    base = ["translate", "--source", str(data / "syn"), "--references", str(photos),
+            "--method", "reinhard-cw", "--no-progress"]  # fmt: skip
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert res.exit_code != 0 and "needs a label map" in str(res.output) + str(res.exception)
+    assert not (tmp_path / "a" / "manifest.jsonl").exists()
+    res = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "b"), "--reference-labels-from", str(ckpt)]
+    )
+    assert res.exit_code == 0, res.output
+    entries = _manifest(tmp_path / "b")
+    assert len(entries) == len(SIZES) and all(e["reference_labels_predicted"] for e in entries)
+    # a model of other classes is refused by name
+    other = tmp_path / "other"
+    write_generic(other, [(20, 20), (20, 20)], seed=5)
+    (other / "classes.yaml").write_text("names: [x, y, z]\n")
+    spec_ckpt = train(
+        open_dataset(other, classes=other / "classes.yaml", format="generic"),
+        cfg,
+        tmp_path / "model2",
+        progress=False,
+    ).checkpoint
+    res = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "c"), "--reference-labels-from", str(spec_ckpt)]
+    )
+    assert res.exit_code != 0
+    assert "predicts classes" in str(res.output) + str(res.exception)

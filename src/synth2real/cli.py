@@ -337,6 +337,17 @@ def translate_cmd(
             help="Output layout: auto (the source's where simple), generic or supervisely.",
         ),
     ] = "auto",
+    reference_labels_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-labels-from",
+            help="A model.safetensors (from `synth2real train`) that predicts label maps for "
+            "references without labels, so class-wise methods can use unlabelled photos.",
+        ),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="Device of --reference-labels-from: auto, cpu, cuda.")
+    ] = "auto",
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="Do not draw a progress bar.")
     ] = False,
@@ -345,6 +356,8 @@ def translate_cmd(
 
     Writes a translated copy of --source into --out (same names, sizes and labels) with a
     manifest.jsonl recording the method, parameters, reference and seed of every image.
+    References without label maps work with global methods; class-wise methods need
+    --reference-labels-from CHECKPOINT to predict them.
     """
     from synth2real.data.readers import open_dataset
     from synth2real.errors import ConfigError
@@ -367,13 +380,24 @@ def translate_cmd(
             raise ConfigError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
         shard_t = (int(i), int(n))
     ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
+    predictor = None
+    if reference_labels_from is not None:
+        predictor = _reference_predictor(reference_labels_from, ds.classes, device)
     refs = load_references(
         references,
         names=reference_names,
-        classes=reference_classes,
+        classes=reference_classes
+        if reference_classes is not None
+        else (ds.classes if predictor is not None else None),
         format=reference_format,
         class_map=reference_class_map,
+        predictor=predictor,
     )
+    if any(refs.predicted):
+        console.print(
+            f"predicted label maps for {sum(refs.predicted)} unlabelled reference(s) "
+            f"with {reference_labels_from}"
+        )
     if not any(lab is not None for lab in refs.labels):
         refs.classes = ds.classes  # unlabelled photos: nothing to disagree with
     summary = translate_dataset(
@@ -401,6 +425,26 @@ def translate_cmd(
         console.print(
             "[dim]other shards are unfinished: manifest.jsonl is written by the last one[/]"
         )
+
+
+def _reference_predictor(checkpoint: Path, classes, device: str):
+    """``images -> label maps`` from a trained checkpoint whose classes match ``classes``."""
+    from synth2real.errors import ConfigError
+    from synth2real.segment.checkpoint import checkpoint_classes, load_checkpoint
+    from synth2real.segment.predict import predict_labels
+
+    _, meta = load_checkpoint(checkpoint, "cpu")  # fails early with a clear message
+    names = checkpoint_classes(meta).names
+    if list(names) != list(classes.names):
+        raise ConfigError(
+            f"{checkpoint}: the model predicts classes {list(names)}, the source has "
+            f"{list(classes.names)}; train it on data with the source's classes"
+        )
+
+    def predictor(images):
+        return predict_labels(checkpoint, images, device=device, progress=True)
+
+    return predictor
 
 
 # ---------------------------------------------------------------------------------------

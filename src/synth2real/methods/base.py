@@ -119,7 +119,8 @@ class Method(ABC):
                 f"method {self.name!r} is class-wise and needs a label map for every "
                 f"reference; unlabelled: {missing[:5]}. Give labelled references, use a "
                 "global method, or predict reference label maps with a segmentation "
-                "model (load_references(..., predictor=...); see docs/METHODS.md)."
+                "model (`translate --reference-labels-from MODEL.safetensors`, or "
+                "load_references(..., predictor=...); see docs/METHODS.md)."
             )
         self.references = references
 
