@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The docs/BENCHMARK.md pilot protocol on the cracks set; writes docs/RESULTS.md.
 
-    python benchmarks/pilot_cracks.py --quick            # ~15 min on 2 quiet CPU cores
-    python benchmarks/pilot_cracks.py --full             # several hours on 2 CPU cores
+    python benchmarks/pilot_cracks.py --quick            # < 15 min on 2 quiet CPU cores
+    python benchmarks/pilot_cracks.py --full             # ~1.5 h on 2 CPU cores
     python benchmarks/pilot_cracks.py --full --device cuda
 
 Source: the 1158 synthetic images of ``source_synthetic``; references: the 10
@@ -39,26 +39,21 @@ from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402
 from synth2real.pilot.verdict import BASELINES, PER_METHOD  # noqa: E402
 
-#: The two budgets. ``quick`` must finish in under 15 minutes on 2 quiet CPU cores for
-#: every classical method x 5 settings x 3 seeds (51 runs): it trains a narrow UNet on
-#: half-resolution crops for 80 steps. It shows the pipeline and gross effects only;
-#: RESULTS.md says so. ``full`` trains the default small UNet on 256-pixel crops of the
-#: full-resolution images (the cracks images are 512 px) for 600 steps of 8 crops: the
-#: budget meant to separate methods; ``--iterations`` raises it where time allows (check
-#: in RESULTS.md that the seed spread is smaller than the differences).
+#: The two budgets; both train the default small UNet on images shrunk to a 256 px shorter
+#: side (the cracks images are 512 px) with 128 px crops, which at equal compute beat full
+#: resolution (docs/benchmarks/segment_cpu.md), two runs at a time with one thread each
+#: on 2 cores (--jobs). ``quick`` must finish in under 15 minutes on 2 quiet CPU cores
+#: for every classical method x 5 settings x 3 seeds (51 runs): 100 steps per run, which
+#: shows the pipeline and gross effects only (RESULTS.md says so). ``full``: 1000 steps,
+#: the budget meant to separate methods; ``--iterations`` raises it where time allows
+#: (check in RESULTS.md that the seed spread is smaller than the differences).
 MODES: dict[str, dict] = {
     "quick": {
-        "budget": {
-            "iterations": 80,
-            "batch_size": 4,
-            "crop": 128,
-            "max_size": 256,
-            "model_kwargs": {"channels": [8, 16, 32, 64]},
-        },
+        "budget": {"iterations": 100, "batch_size": 8, "crop": 128, "max_size": 256},
         "model": "small-unet",
     },
     "full": {
-        "budget": {"iterations": 600, "batch_size": 8, "crop": 256, "max_size": 512},
+        "budget": {"iterations": 1000, "batch_size": 8, "crop": 128, "max_size": 256},
         "model": "small-unet",
     },
 }
@@ -98,6 +93,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from synth2real.methods import list_methods
     from synth2real.pilot import PilotConfig, run_pilot
+    from synth2real.pilot.runner import parse_jobs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,6 +122,7 @@ def run(args: argparse.Namespace) -> dict:
         model=mode["model"],
         device=args.device,
         workers=args.workers,
+        jobs=parse_jobs(args.jobs, args.device),
         metric="iou:cracks",
         cache_dir=work / "cache",
     )
@@ -178,6 +175,8 @@ def render_mode(res: dict) -> str:
         + ", ".join(f"{k}={json.dumps(v)}" for k, v in cfg["budget"].items())
         + f"; all fields in `docs/results/cracks_{b['mode']}.json`.",
         f"- **Seeds**: {', '.join(map(str, cfg['seeds']))}. Mean ± std [min..max] over seeds.",
+        f"- **Parallelism**: {cfg.get('jobs', 1)} training run(s) at a time, "
+        f"{cfg.get('workers', 1)} translation process(es).",
         f"- **Data**: {res['data']['source']} synthetic, {res['data']['references']} real "
         f"references, {res['data']['test']} real test images scored at their own resolution. "
         "No method used the unlabelled real images.",
@@ -214,9 +213,9 @@ def render_mode(res: dict) -> str:
     if b["mode"] == "quick":
         lines += [
             "",
-            f"Quick mode trains a narrow UNet for {cfg['budget'].get('iterations')} steps on "
+            f"Quick mode trains the small UNet for {cfg['budget'].get('iterations')} steps on "
             "half-resolution crops so that every classical method x 5 settings x 3 seeds fits "
-            "in about 15 minutes on 2 cores. Budgets this short cannot separate "
+            "in under 15 minutes on 2 cores. Budgets this short cannot separate "
             "methods whose differences are smaller than the seed spread; read these numbers "
             "as a check of the pipeline and of gross effects, and the full mode for the verdict.",
         ]
@@ -256,8 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="3", help="seed count or comma list (default 3)")
     ap.add_argument("--methods", help="comma list (default: every classical method)")
     ap.add_argument("--iterations", type=int, help="override the mode's iterations")
-    ap.add_argument("--workers", type=int, default=1, help="translation processes (default 1)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--workers", type=int, default=2, help="translation processes (default 2)")
+    ap.add_argument(
+        "--jobs", default="auto", help="training runs at once (default auto: 1 per CPU core, <= 4)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch CPU threads of the sequential path (default 2)",
+    )
     ap.add_argument("--cracks", default=str(default_cracks()), help="the cracks dataset folder")
     ap.add_argument("--work", default=str(REPO / "runs" / "bench"), help="cache and run folder")
     ap.add_argument("--render-only", action="store_true", help="only rewrite docs/RESULTS.md")

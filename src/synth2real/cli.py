@@ -828,6 +828,14 @@ def pilot_cmd(
     ] = "small-unet",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", help="Translation worker processes.")] = 1,
+    jobs: Annotated[
+        str,
+        typer.Option(
+            "--jobs",
+            help="Training runs at once, each in its own process: N or auto (1 on a GPU, "
+            "one per CPU core up to 4 on a CPU).",
+        ),
+    ] = "auto",
     metric: Annotated[
         str, typer.Option("--metric", help="What the verdict is judged on: miou or iou:<class>.")
     ] = "miou",
@@ -861,6 +869,7 @@ def pilot_cmd(
     from synth2real.errors import ConfigError
     from synth2real.methods.registry import parse_param
     from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
+    from synth2real.pilot.runner import parse_jobs
 
     method_params: dict = {}
     for item in param or []:
@@ -885,6 +894,7 @@ def pilot_cmd(
         model=model,
         device=device,
         workers=workers,
+        jobs=parse_jobs(jobs, device),
         metric=metric,
         format=format,
         classes=str(classes) if classes else None,
@@ -903,12 +913,16 @@ def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
     seeds: Annotated[int, typer.Option("--seeds", help="Training seeds.")] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "cpu",
+    jobs: Annotated[
+        str, typer.Option("--jobs", help="Training runs at once: N or auto (see pilot --help).")
+    ] = "auto",
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
     _omp_passive()
     from synth2real.pilot.demo import run_demo
+    from synth2real.pilot.runner import parse_jobs
 
-    result = run_demo(out, seeds=seeds, device=device)
+    result = run_demo(out, seeds=seeds, device=device, jobs=parse_jobs(jobs, device))
     Console().print(f"\n[bold]demo report[/]: {result.report.resolve()}")
 
 

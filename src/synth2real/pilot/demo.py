@@ -27,6 +27,7 @@ def run_demo(
     methods: tuple[str, ...] | list[str] | None = None,
     budget: dict | None = None,
     device: str = "cpu",
+    jobs: int = 1,
     progress: bool = True,
 ) -> PilotResult:
     """Generate the toy data into ``out/data`` (once) and run the pilot into ``out/pilot``.
@@ -39,6 +40,8 @@ def run_demo(
         methods: translation methods (default :data:`DEMO_METHODS`, those registered).
         budget: training budget (default :data:`DEMO_BUDGET`).
         device: ``cpu`` (default), ``cuda`` or ``auto``.
+        jobs: training runs at once, one process each (default 1; the CLI picks one per
+            CPU core, at most 4).
         progress: print progress.
 
     Returns:
@@ -66,5 +69,6 @@ def run_demo(
         budget=dict(budget or DEMO_BUDGET),
         budget_name="demo",
         device=device,
+        jobs=jobs,
     )
     return run_pilot(cfg, out / "pilot", resume=True, progress=progress)

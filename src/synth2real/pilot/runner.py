@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -51,11 +52,20 @@ from synth2real.data.io import atomic_write_text
 from synth2real.errors import ConfigError, OutputExistsError
 from synth2real.pilot.verdict import BASELINES, PER_METHOD, decide, metric_label
 
-#: Training budget of ``--quick``: a first look in minutes on a laptop CPU, too short to
-#: separate methods reliably (the report says so).
-QUICK_BUDGET: dict[str, Any] = {"iterations": 150, "batch_size": 4, "crop": 192}
-#: Default budget: a real comparison on a CPU in about an hour for a few methods.
-DEFAULT_BUDGET: dict[str, Any] = {"iterations": 1500, "batch_size": 8, "crop": 256}
+#: Training budget of ``--quick``: a first look, about a minute per run on one CPU core;
+#: too short to separate close methods (the report says so).
+QUICK_BUDGET: dict[str, Any] = {"iterations": 300, "batch_size": 8, "crop": 128, "max_size": 256}
+#: Default budget, sized for a CPU: images shrunk to a 256 px shorter side, 128 px crops,
+#: 1000 steps of 8 (about 3.5 min per run on one core; a 2-method pilot with 3 seeds
+#: takes ~40 min on 2 cores with 2 jobs). At equal compute this beat full resolution on
+#: the cracks set (docs/benchmarks/segment_cpu.md). On a GPU raise it, e.g.
+#: ``--budget max_size=1024,crop=512,iterations=4000``.
+DEFAULT_BUDGET: dict[str, Any] = {
+    "iterations": 1000,
+    "batch_size": 8,
+    "crop": 128,
+    "max_size": 256,
+}
 #: ``--budget`` short names -> TrainConfig fields.
 BUDGET_ALIASES = {"batch": "batch_size", "iters": "iterations", "steps": "iterations"}
 #: TrainConfig fields that are not part of the budget: set per run by the pilot, or
@@ -175,6 +185,11 @@ class PilotConfig:
         model: segmentation model name (``small-unet``, ``segformer``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
         workers: translation worker processes.
+        jobs: training runs at once, each in its own process with ``cores // jobs``
+            torch threads (default 1). On a 2-core CPU two single-threaded runs train
+            ~1.8x faster in total than one run on both cores (small convolutions do not
+            scale across threads; docs/PILOT.md). Results do not depend on it beyond
+            float rounding.
         metric: what the verdict is judged on: ``miou`` or ``iou:<class name>``.
         format / classes / class_map: passed to ``open_dataset`` for all three folders.
         method_params: per-method parameter overrides ``{method: {param: value}}``.
@@ -205,6 +220,7 @@ class PilotConfig:
     model: str = "small-unet"
     device: str = "auto"
     workers: int = 1
+    jobs: int = 1
     metric: str = "miou"
     format: str | None = None
     classes: str | None = None
@@ -231,6 +247,9 @@ class PilotConfig:
             raise ConfigError(
                 f"--real-ratio must be strictly between 0 and 1, got {self.real_ratio}"
             )
+        if int(self.jobs) < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {self.jobs}")
+        self.jobs = int(self.jobs)
         if self.source_limit is not None and self.source_limit < 1:
             raise ConfigError(f"--source-limit must be >= 1, got {self.source_limit}")
         if not (
@@ -275,6 +294,7 @@ class PilotConfig:
             seeds=self.seeds,
             device=self.device,
             workers=self.workers,
+            jobs=self.jobs,
             metric=self.metric,
             method_params=self.method_params,
             budget_name=self.budget_name,
@@ -447,6 +467,7 @@ def cached_in_memory(ds):
         return pairs[s.name]
 
     view.pair = pair
+    view._uncached = ds  # picklable original, for worker processes
     view.image = lambda item: pair(item)[0]
     view.label = lambda item: pair(item)[1]
     return view
@@ -664,6 +685,105 @@ def load_finished(spec: RunSpec, out: Path, budget_id: str) -> dict | None:
     return rec if rec.get("budget_id") == budget_id else None
 
 
+# -- parallel runs: one process per job ------------------------------------------------------
+def auto_jobs(device: str = "auto") -> int:
+    """Training runs at once: 1 on a GPU; on a CPU one per core, at most 4.
+
+    Measured on 2 cores (docs/PILOT.md): two single-threaded runs train ~1.8x faster in
+    total than one run using both cores.
+    """
+    from synth2real.segment.device import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def parse_jobs(spec: int | str, device: str = "auto") -> int:
+    """``"auto"`` -> :func:`auto_jobs`; else a positive int."""
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        return auto_jobs(device)
+    try:
+        n = int(spec)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--jobs must be a positive integer or auto, got {spec!r}") from None
+    if n < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {n}")
+    return n
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(threads: int, data: dict) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    data = dict(data)
+    data["test"] = cached_in_memory(data["test"])  # decoded once per worker
+    _WORKER["data"] = data
+
+
+def _worker_run(k: int, spec: RunSpec, cfg: PilotConfig, out: Path, budget_id: str,
+                budget: dict, translations: dict) -> tuple[int, dict]:  # fmt: skip
+    return k, _run_one(spec, cfg, out, _WORKER["data"], budget_id, budget, translations, False)
+
+
+def _run_parallel(
+    todo: list[tuple[int, RunSpec]],
+    jobs: int,
+    cfg: PilotConfig,
+    out: Path,
+    data: dict,
+    budget_id: str,
+    budget: dict,
+    translations: dict,
+    progress: bool,
+    finished: Callable[[int, RunSpec, dict, bool], None],
+    total: int,
+) -> int:
+    """Train ``todo`` in ``jobs`` spawned processes; ``finished`` is called in the parent as
+    each run ends. Every run writes its own ``result.json`` (atomically), so a stopped
+    pilot resumes exactly as a sequential one does."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from synth2real.progress import progress_bar
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    plain = dict(data)
+    plain["test"] = getattr(data["test"], "_uncached", data["test"])
+    _log(f"training {len(todo)} runs, {jobs} at a time ({threads} torch thread(s) each)", progress)
+    specs = dict(todo)
+    ran = 0
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=mp.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads, plain),
+    ) as pool:
+        pending = {
+            pool.submit(_worker_run, k, spec, cfg, out, budget_id, budget, translations)
+            for k, spec in todo
+        }
+        bar = progress_bar(len(todo), "training runs", enabled=progress)
+        try:
+            with bar as advance:
+                while pending:
+                    complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in complete:
+                        k, rec = f.result()  # a failed run raises here
+                        ran += 1
+                        finished(k, specs[k], rec, False)
+                        advance()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+    _log(f"{ran} of {total} runs trained in this call", progress)
+    return ran
+
+
 def run_pilot(
     cfg: PilotConfig,
     out: str | Path,
@@ -779,32 +899,58 @@ def run_pilot(
 
     # -- training runs -------------------------------------------------------------------
     plan = plan_runs(cfg.methods, cfg.seeds)
-    records: list[dict] = []
+    done: dict[int, dict] = {}
     ran = skipped = 0
-    for k, spec in enumerate(plan, 1):
-        rec = load_finished(spec, out, budget_id) if resume else None
-        was_skipped = rec is not None
-        if was_skipped:
-            skipped += 1
+
+    def finished(k: int, spec: RunSpec, rec: dict, was_skipped: bool) -> None:
+        done[k] = rec
+        if not was_skipped:
             _log(
-                f"[dim]run {k} of {len(plan)}: {escape(spec.label)}: finished earlier, skipped[/]",
-                progress,
-            )
-        else:
-            _log(f"[bold green]run {k} of {len(plan)}[/]: {escape(spec.label)}", progress)
-            rec = _run_one(spec, cfg, out, data, budget_id, budget, translations, progress)
-            ran += 1
-            _log(
-                f"  -> mIoU {rec['miou']:.3f}, "
+                f"  -> {escape(spec.label)}: mIoU {rec['miou']:.3f}, "
                 + escape(", ".join(f"{n} {v:.3f}" for n, v in rec["iou"].items() if v is not None))
                 + f" ({rec['train_seconds']:.1f} s training, {rec['eval_seconds'] or 0:.1f} s scoring)",
                 progress,
             )
-        records.append(rec)
         if on_run is not None:
             on_run(spec, rec, was_skipped)
-        _write_results(out, cfg, budget, records, translations, data, partial=k < len(plan))
+        records = [done[i] for i in sorted(done)]
+        _write_results(out, cfg, budget, records, translations, data, partial=len(done) < len(plan))
 
+    todo: list[tuple[int, RunSpec]] = []
+    for k, spec in enumerate(plan):
+        rec = load_finished(spec, out, budget_id) if resume else None
+        if rec is not None:
+            skipped += 1
+            _log(
+                f"[dim]run {k + 1} of {len(plan)}: {escape(spec.label)}: finished earlier, skipped[/]",
+                progress,
+            )
+            finished(k, spec, rec, True)
+        else:
+            todo.append((k, spec))
+    jobs = min(cfg.jobs, len(todo))
+    if jobs <= 1:
+        for k, spec in todo:
+            _log(f"[bold green]run {k + 1} of {len(plan)}[/]: {escape(spec.label)}", progress)
+            rec = _run_one(spec, cfg, out, data, budget_id, budget, translations, progress)
+            ran += 1
+            finished(k, spec, rec, False)
+    else:
+        ran = _run_parallel(
+            todo,
+            jobs,
+            cfg,
+            out,
+            data,
+            budget_id,
+            budget,
+            translations,
+            progress,
+            finished,
+            len(plan),
+        )
+
+    records = [done[i] for i in sorted(done)]
     results = _write_results(out, cfg, budget, records, translations, data, partial=False)
     report_path = None
     if report:
