@@ -175,8 +175,14 @@ def render_mode(res: dict) -> str:
         + ", ".join(f"{k}={json.dumps(v)}" for k, v in cfg["budget"].items())
         + f"; all fields in `docs/results/cracks_{b['mode']}.json`.",
         f"- **Seeds**: {', '.join(map(str, cfg['seeds']))}. Mean ± std [min..max] over seeds.",
-        f"- **Parallelism**: {cfg.get('jobs', 1)} training run(s) at a time, "
-        f"{cfg.get('workers', 1)} translation process(es).",
+        f"- **Parallelism**: {cfg.get('jobs', 1)} training run(s) at a time"
+        + (
+            f" ({max(1, (res['machine'].get('cores') or 1) // cfg['jobs'])} torch thread(s) each; "
+            "the machine line gives the main process's threads)"
+            if cfg.get("jobs", 1) > 1
+            else ""
+        )
+        + f", {cfg.get('workers', 1)} translation process(es).",
         f"- **Data**: {res['data']['source']} synthetic, {res['data']['references']} real "
         f"references, {res['data']['test']} real test images scored at their own resolution. "
         "No method used the unlabelled real images.",

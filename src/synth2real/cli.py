@@ -345,9 +345,22 @@ def translate_cmd(
             "references without labels, so class-wise methods can use unlabelled photos.",
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Diffusion methods: Stable Diffusion weights, a hub id or a local folder in "
+            "diffusers layout (same as --param model=...).",
+        ),
+    ] = None,
     device: Annotated[
-        str, typer.Option("--device", help="Device of --reference-labels-from: auto, cpu, cuda.")
-    ] = "auto",
+        str | None,
+        typer.Option(
+            "--device",
+            help="auto, cpu, cuda, cuda:1, mps: for diffusion methods and "
+            "--reference-labels-from (default auto).",
+        ),
+    ] = None,
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="Do not draw a progress bar.")
     ] = False,
@@ -362,7 +375,7 @@ def translate_cmd(
     from synth2real.data.readers import open_dataset
     from synth2real.errors import ConfigError
     from synth2real.methods import create_method
-    from synth2real.methods.registry import parse_param
+    from synth2real.methods.registry import describe, parse_param
     from synth2real.translate import load_references, translate_dataset
 
     _show_library_log()
@@ -372,6 +385,14 @@ def translate_cmd(
         if not sep or not key.strip():
             raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
         overrides[key.strip()] = parse_param(method, key.strip(), raw)
+    params = {p.name for p in describe(method)[1]}
+    for flag, key, value in (("--model", "model", model), ("--device", "device", device)):
+        if value is None or key in overrides:
+            continue
+        if key in params:
+            overrides[key] = value
+        elif flag == "--model":
+            raise ConfigError(f"--model applies to diffusion methods; {method!r} takes no model")
     m = create_method(method, **overrides)
     shard_t = None
     if shard is not None:
@@ -382,7 +403,7 @@ def translate_cmd(
     ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
     predictor = None
     if reference_labels_from is not None:
-        predictor = _reference_predictor(reference_labels_from, ds.classes, device)
+        predictor = _reference_predictor(reference_labels_from, ds.classes, device or "auto")
     refs = load_references(
         references,
         names=reference_names,

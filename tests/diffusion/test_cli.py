@@ -30,7 +30,7 @@ def data(tmp_path_factory):
     return root
 
 
-def args(data: Path, out: Path, preset: str, model: Path) -> list[str]:
+def args(data: Path, out: Path, preset: str, model: Path, model_flag: bool = False) -> list[str]:
     a = [
         "translate",
         "--source", str(data / "syn"),
@@ -38,7 +38,7 @@ def args(data: Path, out: Path, preset: str, model: Path) -> list[str]:
         "--method", preset,
         "--out", str(out),
         "--no-progress",
-        "--param", f"model={model}",
+        *(["--model", str(model), "--device", "cpu"] if model_flag else ["--param", f"model={model}"]),
         "--param", "working_size=64",
         "--param", "num_inference_steps=5",
         "--param", "classwise_steps=[1, 3]",
@@ -64,11 +64,22 @@ def test_cli_translate_with_every_preset(data, tmp_path, tiny_model_dir, preset)
     assert entries[0]["params"]["working_size"] == 64
 
 
+def test_model_flag_is_refused_by_classical_methods(data, tmp_path, tiny_model_dir):
+    res = CliRunner().invoke(
+        app,
+        ["translate", "--source", str(data / "syn"), "--references", str(data / "real"),
+         "--method", "reinhard", "--out", str(tmp_path / "o"), "--model", str(tiny_model_dir)],
+    )  # fmt: skip
+    assert res.exit_code != 0
+    assert "takes no model" in res.output + str(res.exception)
+    assert not (tmp_path / "o").exists()
+
+
 def test_python_m_synth2real_translate_cactif_in_a_fresh_process(data, tmp_path, tiny_model_dir):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     res = subprocess.run(
-        [sys.executable, "-m", "synth2real", *args(data, out, "cactif", tiny_model_dir)],
+        [sys.executable, "-m", "synth2real", *args(data, out, "cactif", tiny_model_dir, True)],
         capture_output=True,
         text=True,
         env=env,
@@ -80,6 +91,9 @@ def test_python_m_synth2real_translate_cactif_in_a_fresh_process(data, tmp_path,
     got = open_dataset(out)
     assert len(got) == len(SIZES)
     assert all(got.image(s).dtype == np.uint8 for s in got.samples)
+    entry = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
+    assert entry["params"]["model"] == str(tiny_model_dir)  # --model reached the method
+    assert entry["params"]["device"] == "cpu"
 
 
 def test_cli_reports_missing_weights_without_a_traceback(data, tmp_path, monkeypatch, capsys):
