@@ -281,3 +281,27 @@ def test_parallel_jobs_train_the_same_runs_as_one_job(tiny, tmp_path):
     assert r2.ran == 1 and r2.skipped == 13
     with pytest.raises(ConfigError, match="--jobs"):
         config(paths, jobs=0)
+
+
+def test_image_grid_shows_the_reference_each_image_was_translated_with(tiny):
+    from synth2real.data.readers import open_dataset
+    from synth2real.pilot.report import collect_images, data_uri
+
+    paths, out, _ = tiny
+    source = open_dataset(paths["source"])
+    refs = open_dataset(paths["references"])
+    refs = refs.select([s.name for s in refs.samples][::-1])  # order differs from the pilot's
+    translated = {m: open_dataset(out / "translated" / m) for m in ("reinhard", "histmatch-cw")}
+    manifest = [
+        json.loads(x) for x in (out / "translated/reinhard/manifest.jsonl").read_text().splitlines()
+    ]
+    used = {e["name"]: e["reference"] for e in manifest}
+    assert len(set(used.values())) > 1  # round-robin: the grid must pick the right one
+    imgs = collect_images(
+        {"source": source, "references": refs, "translated": translated},
+        ["reinhard", "histmatch-cw"],
+    )
+    assert imgs["columns"][-1] == "its reference"
+    by_name = {s.name: i for i, s in enumerate(refs.samples)}
+    for name, row in zip(imgs["names"], imgs["rows"], strict=True):
+        assert row[-1] == data_uri(refs.image(by_name[used[name]]), 256)

@@ -78,6 +78,25 @@ def overlay(
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def _references_used(tds) -> dict[str, str]:
+    """``{image name: reference name}`` from a translation's ``manifest.jsonl`` (empty when
+    there is none). Every method of a pilot uses the same choice (seed, round-robin)."""
+    path = Path(getattr(tds, "root", "")) / "manifest.jsonl"
+    out: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(e, dict) and e.get("name") and e.get("reference"):
+            out[str(e["name"])] = str(e["reference"])
+    return out
+
+
 def collect_images(data: dict, methods: list[str], n_rows: int = 4, max_side: int = 256) -> dict:
     """Thumbnails for the report from the pilot's datasets.
 
@@ -96,7 +115,10 @@ def collect_images(data: dict, methods: list[str], n_rows: int = 4, max_side: in
     n = len(source)
     # prefer images where every class is present (so class-wise effects are visible)
     idx = _pick_rows(source, n_rows)
-    columns = ["synthetic", "label"] + [m for m in methods if m in translated] + ["a reference"]
+    shown = [m for m in methods if m in translated]
+    used = _references_used(translated[shown[0]]) if shown else {}
+    ref_index = {s.name: i for i, s in enumerate(refs.samples)}
+    columns = ["synthetic", "label"] + shown + ["its reference" if used else "a reference"]
     rows, names = [], []
     for j, i in enumerate(idx):
         s = source.samples[i]
@@ -115,7 +137,8 @@ def collect_images(data: dict, methods: list[str], n_rows: int = 4, max_side: in
                 row.append(data_uri(t.image(0), max_side))
             except KeyError:
                 row.append("")
-        row.append(data_uri(refs.image(j % len(refs)), max_side))
+        r = ref_index.get(used.get(s.name, ""), j % len(refs))  # the one the methods used
+        row.append(data_uri(refs.image(r), max_side))
         rows.append(row)
         names.append(s.name)
     ref_thumbs = [(s.name, data_uri(refs.image(i), 200)) for i, s in enumerate(refs.samples[:24])]
@@ -429,7 +452,7 @@ def _grid_section(images: dict | None) -> str:
     return (
         f'<div class="grid" style="{style}">{"".join(cells)}</div>'
         '<p class="facts">Each row: one synthetic image, its label drawn over it, the same image after each '
-        "method, and a real reference. Labels are kept unchanged by every method.</p>"
+        "method, and the real reference it was translated towards (for methods that pool all references, the one the manifest records). Labels are kept unchanged by every method.</p>"
         f'<h3 style="font-size:15px;margin:18px 0 8px">The real references ({len(images["references"])})</h3>'
         f'<div class="refs">{refs}</div>'
     )
