@@ -585,16 +585,23 @@ def _translate(
     return info
 
 
-def _run_one(
-    spec: RunSpec,
-    cfg: PilotConfig,
-    out: Path,
-    data: dict,
-    budget_id: str,
-    budget: dict,
-    translations: dict,
-    progress: bool,
-) -> dict:
+@dataclass
+class _Runs:
+    """What every training run of one pilot shares (picklable, sent to worker processes
+    once; ``data`` is filled in the worker from :data:`_WORKER`)."""
+
+    cfg: PilotConfig
+    out: Path
+    budget_id: str
+    budget: dict
+    translations: dict
+    data: dict | None = None
+
+
+def _run_one(spec: RunSpec, runs: _Runs, progress: bool) -> dict:
+    cfg, out, data = runs.cfg, runs.out, runs.data
+    budget_id, budget, translations = runs.budget_id, runs.budget, runs.translations
+    assert data is not None
     train_mod, eval_mod = _train_module(), _evaluate_module()
     source, refs, test = data["source"], data["references"], data["test"]
     # mixes put the references last: train() draws them with probability real_fraction
@@ -724,20 +731,14 @@ def _worker_init(threads: int, data: dict) -> None:
     _WORKER["data"] = data
 
 
-def _worker_run(k: int, spec: RunSpec, cfg: PilotConfig, out: Path, budget_id: str,
-                budget: dict, translations: dict) -> tuple[int, dict]:  # fmt: skip
-    return k, _run_one(spec, cfg, out, _WORKER["data"], budget_id, budget, translations, False)
+def _worker_run(k: int, spec: RunSpec, runs: _Runs) -> tuple[int, dict]:
+    return k, _run_one(spec, dataclasses.replace(runs, data=_WORKER["data"]), False)
 
 
 def _run_parallel(
     todo: list[tuple[int, RunSpec]],
     jobs: int,
-    cfg: PilotConfig,
-    out: Path,
-    data: dict,
-    budget_id: str,
-    budget: dict,
-    translations: dict,
+    runs: _Runs,
     progress: bool,
     finished: Callable[[int, RunSpec, dict, bool], None],
     total: int,
@@ -751,8 +752,9 @@ def _run_parallel(
     from synth2real.progress import progress_bar
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    plain = dict(data)
-    plain["test"] = getattr(data["test"], "_uncached", data["test"])
+    assert runs.data is not None
+    plain = dict(runs.data)
+    plain["test"] = getattr(plain["test"], "_uncached", plain["test"])
     _log(f"training {len(todo)} runs, {jobs} at a time ({threads} torch thread(s) each)", progress)
     specs = dict(todo)
     ran = 0
@@ -763,7 +765,7 @@ def _run_parallel(
         initargs=(threads, plain),
     ) as pool:
         pending = {
-            pool.submit(_worker_run, k, spec, cfg, out, budget_id, budget, translations)
+            pool.submit(_worker_run, k, spec, dataclasses.replace(runs, data=None))
             for k, spec in todo
         }
         bar = progress_bar(len(todo), "training runs", enabled=progress)
@@ -928,27 +930,16 @@ def run_pilot(
             finished(k, spec, rec, True)
         else:
             todo.append((k, spec))
+    runs = _Runs(cfg, out, budget_id, budget, translations, data)
     jobs = min(cfg.jobs, len(todo))
     if jobs <= 1:
         for k, spec in todo:
             _log(f"[bold green]run {k + 1} of {len(plan)}[/]: {escape(spec.label)}", progress)
-            rec = _run_one(spec, cfg, out, data, budget_id, budget, translations, progress)
+            rec = _run_one(spec, runs, progress)
             ran += 1
             finished(k, spec, rec, False)
     else:
-        ran = _run_parallel(
-            todo,
-            jobs,
-            cfg,
-            out,
-            data,
-            budget_id,
-            budget,
-            translations,
-            progress,
-            finished,
-            len(plan),
-        )
+        ran = _run_parallel(todo, jobs, runs, progress, finished, len(plan))
 
     records = [done[i] for i in sorted(done)]
     results = _write_results(out, cfg, budget, records, translations, data, partial=False)
