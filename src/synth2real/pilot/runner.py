@@ -56,8 +56,8 @@ from synth2real.pilot.verdict import BASELINES, PER_METHOD, decide, metric_label
 #: too short to separate close methods (the report says so).
 QUICK_BUDGET: dict[str, Any] = {"iterations": 300, "batch_size": 8, "crop": 128, "max_size": 256}
 #: Default budget, sized for a CPU: images shrunk to a 256 px shorter side, 128 px crops,
-#: 1000 steps of 8 (about 3.5 min per run on one core; a 2-method pilot with 3 seeds
-#: takes ~40 min on 2 cores with 2 jobs). At equal compute this beat full resolution on
+#: 1000 steps of 8 (184-227 s per run, two at a time on 2 cores, in docs/RESULTS.md; so a
+#: 2-method pilot with 3 seeds, 21 runs, should take ~40 min there: an estimate). At equal compute this beat full resolution on
 #: the cracks set (docs/benchmarks/segment_cpu.md). On a GPU raise it, e.g.
 #: ``--budget max_size=1024,crop=512,iterations=4000``.
 DEFAULT_BUDGET: dict[str, Any] = {
@@ -186,8 +186,8 @@ class PilotConfig:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
         workers: translation worker processes.
         jobs: training runs at once, each in its own process with ``cores // jobs``
-            torch threads (default 1). On a 2-core CPU two single-threaded runs train
-            ~1.8x faster in total than one run on both cores (small convolutions do not
+            torch threads (default 1). On a 2-core CPU two single-threaded runs trained
+            ~1.6-2x faster in total than one run on both cores (small convolutions do not
             scale across threads; docs/PILOT.md). Results do not depend on it beyond
             float rounding.
         metric: what the verdict is judged on: ``miou`` or ``iou:<class name>``.
@@ -587,8 +587,9 @@ def _translate(
 
 @dataclass
 class _Runs:
-    """What every training run of one pilot shares (picklable, sent to worker processes
-    once; ``data`` is filled in the worker from :data:`_WORKER`)."""
+    """What every training run of one pilot shares. Worker processes get it with every
+    task without ``data`` (the datasets travel once, to the worker's initializer, and are
+    put back from :data:`_WORKER`)."""
 
     cfg: PilotConfig
     out: Path
@@ -696,7 +697,7 @@ def load_finished(spec: RunSpec, out: Path, budget_id: str) -> dict | None:
 def auto_jobs(device: str = "auto") -> int:
     """Training runs at once: 1 on a GPU; on a CPU one per core, at most 4.
 
-    Measured on 2 cores (docs/PILOT.md): two single-threaded runs train ~1.8x faster in
+    Measured on 2 cores (docs/PILOT.md): two single-threaded runs trained ~1.6-2x faster in
     total than one run using both cores.
     """
     from synth2real.segment.device import resolve_device
@@ -915,6 +916,10 @@ def run_pilot(
             )
         if on_run is not None:
             on_run(spec, rec, was_skipped)
+        if not was_skipped:  # skipped runs are written once, below
+            write_partial()
+
+    def write_partial() -> None:
         records = [done[i] for i in sorted(done)]
         _write_results(out, cfg, budget, records, translations, data, partial=len(done) < len(plan))
 
@@ -930,6 +935,8 @@ def run_pilot(
             finished(k, spec, rec, True)
         else:
             todo.append((k, spec))
+    if skipped:
+        write_partial()
     runs = _Runs(cfg, out, budget_id, budget, translations, data)
     jobs = min(cfg.jobs, len(todo))
     if jobs <= 1:
