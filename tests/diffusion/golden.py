@@ -121,12 +121,12 @@ def compute(names, model_dir: Path) -> dict[str, np.ndarray]:
 def differences(stored: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
     """Largest absolute difference per case (images in grey levels, latents as floats)."""
     out: dict[str, float] = {}
+    for key in set(got) - set(stored):  # an output the recording does not have
+        out[key.split("/")[0]] = float("inf")
     for key, want in stored.items():
         case = key.split("/")[0]
-        if key not in got:
-            continue
-        have = got[key]
-        if have.shape != want.shape:
+        have = got.get(key)
+        if have is None or have.shape != want.shape:
             out[case] = float("inf")
             continue
         d = float(np.abs(have.astype(np.float64) - want.astype(np.float64)).max())
