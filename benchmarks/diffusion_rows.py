@@ -12,7 +12,7 @@ images, and times it, for:
 - a filtered (CACTIF) attention processor call: the content rows' attention taken from
   the filter's fused pass (now) against a separate plain attention (before).
 
-The model is the tiny random one of the tests (``synth2real.diffusion.tiny``), on the
+The model is the tiny random one of the tests (``tests/diffusion/tiny.py``), on the
 CPU: row counts are exact and scale as documented in docs/DIFFUSION.md; wall times only
 show the relative cost on this machine (the tiny UNet is cheap, so fixed costs weigh
 more than on SD 1.5).
@@ -173,7 +173,7 @@ def bench_grouping(model_dir: Path, syn: Path, real: Path, work: Path, args) -> 
 def bench_filtered_layer(args) -> dict:
     import torch.nn.functional as F
 
-    from synth2real.diffusion.attention import filtered_attention
+    from synth2real.diffusion.filtering import filtered_attention
 
     b, u, h, n, d = 1, 1, 8, args.tokens, 40
     g = torch.Generator().manual_seed(0)
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         args.images, args.references, args.steps = 16, 2, 8
         args.tokens, args.repeats = 1024, 3
     torch.set_num_threads(args.threads)
-    from synth2real.diffusion.tiny import save_tiny_model
+    from tests.diffusion.tiny import save_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -9,7 +9,7 @@ filtering step: the attention outputs of the three batch elements (out, style, c
   3 elements x 8 heads x N x N, head-by-head sharpening, a Python loop over the N
   positions for the similarity, the quantile on the host, list-indexed column/row
   replacement, and a second ``A @ V`` over all three elements.
-* ``ours``: ``synth2real.diffusion.attention.filtered_attention(..., return_content=True)``
+* ``ours``: ``synth2real.diffusion.filtering.filtered_attention(..., return_content=True)``
   for the out and content elements plus fused attention for the style element.
 
 Each variant runs in its own subprocess (fresh allocator, honest peak memory): the peak is
@@ -95,7 +95,8 @@ def run_reference(q, k, v, p: float, sharpen: float):
 def run_ours(q, k, v, p: float, sharpen: float):
     import torch
 
-    from synth2real.diffusion.attention import attention, filtered_attention
+    from synth2real.diffusion.attention import attention
+    from synth2real.diffusion.filtering import filtered_attention
 
     out, content = filtered_attention(
         q[0:1], k[1:2], v[1:2], q[2:3], k[2:3], v[2:3], p=p, sharpen=sharpen, return_content=True

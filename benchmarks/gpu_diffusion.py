@@ -470,7 +470,8 @@ def filter_step(tokens: int, device, dtype, *, reference: bool, repeats: int = 3
     import torch
     from reference_impl import reference_filtered_step
 
-    from synth2real.diffusion.attention import attention, filtered_attention
+    from synth2real.diffusion.attention import attention
+    from synth2real.diffusion.filtering import filtered_attention
 
     g = torch.Generator(device=device).manual_seed(0)
     q = (torch.randn((3, 8, tokens, 40), generator=g, device=device) * 2).to(dtype)

@@ -19,7 +19,7 @@ def _one_thread():
 @pytest.fixture
 def tiny():
     """Tiny float32 :class:`DiffusionModels` on the CPU (random prompt embeddings)."""
-    from synth2real.diffusion.tiny import tiny_models
+    from tests.diffusion.tiny import tiny_models
 
     return tiny_models(seed=0)
 
@@ -27,6 +27,6 @@ def tiny():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random model saved with ``save_pretrained`` in diffusers layout."""
-    from synth2real.diffusion.tiny import save_tiny_model
+    from tests.diffusion.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd")

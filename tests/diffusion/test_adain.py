@@ -9,7 +9,6 @@ import torch
 from synth2real.diffusion.adain import (
     TargetStats,
     adain,
-    adain_to,
     channel_stats,
     class_masks,
     class_stats,
@@ -18,10 +17,12 @@ from synth2real.diffusion.adain import (
     label_slots,
     labels_to_latent,
 )
+from synth2real.diffusion.cross_image import ReferenceBank
 from synth2real.diffusion.inversion import Schedule
-from synth2real.diffusion.pipeline import ReferenceBank
-from synth2real.diffusion.tiny import tiny_scheduler
+from synth2real.diffusion.quirks import NO_QUIRKS, ReferenceQuirks
 from synth2real.errors import ConfigError
+from tests.diffusion.helpers import adain_to
+from tests.diffusion.tiny import tiny_scheduler
 
 
 def stats_of(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +176,9 @@ def test_reference_quirks_leave_eroded_missing_and_high_classes_untouched():
     ts = torch.rand(1, k + 1, 4, generator=g) + 0.5
     source = torch.zeros(1, k + 1, dtype=torch.int8)
     source[0, 2] = 1  # class 2 comes from other references: the reference leaves it alone
-    y = classwise_adain(x, masks, _targets(tm, ts, source), sigma_offset=1.0, quirks=True)
+    quirks = ReferenceQuirks.from_params(reference_quirks=True)
+    assert quirks.sigma_offset == 1.0 and quirks.classwise_loop
+    y = classwise_adain(x, masks, _targets(tm, ts, source), quirks=quirks)
     kept = masks.kept[0]
     for c, touched in ((0, True), (1, True), (2, False), (20, False)):  # 20 >= 19 classes
         sel = slots[0] == c
@@ -191,7 +194,7 @@ def test_reference_quirks_leave_eroded_missing_and_high_classes_untouched():
     torch.testing.assert_close(y[0][:, sel], want, atol=1e-5, rtol=1e-5)
 
 
-def _bank(latents, slots, k, quirks=False, erosion=0):
+def _bank(latents, slots, k, quirks=NO_QUIRKS, erosion=0):
     sch = Schedule.from_scheduler(tiny_scheduler(), 10)
     return ReferenceBank(
         latents,
@@ -238,7 +241,8 @@ def test_class_no_reference_has_falls_back_to_global_statistics():
     torch.testing.assert_close(t.mean[0, 3], bank.global_mean[0, 1])
     torch.testing.assert_close(t.std[0, 3], bank.global_std[0, 1])
     # with the reference's quirks nothing is pooled
-    assert _bank(lat, slots, k, quirks=True).source[0].tolist() == [0, 2, 2, 2, 2]
+    quirks = ReferenceQuirks(classwise_loop=True)
+    assert _bank(lat, slots, k, quirks=quirks).source[0].tolist() == [0, 2, 2, 2, 2]
 
 
 def test_class_stats_counts_and_empty_classes():

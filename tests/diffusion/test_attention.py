@@ -2,7 +2,7 @@
 
 The oracles below are written straight from docs/METHOD.md ("Cross-image attention",
 "Selective attention filtering") in float64 with explicit loops; the vectorised, chunked
-functions of ``synth2real.diffusion.attention`` must agree with them, including on
+functions of ``synth2real.diffusion.attention`` and ``.filtering`` must agree with them, including on
 constructed argmax ties and quantile ties, and must never synchronise with the host.
 """
 
@@ -17,14 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from synth2real.diffusion.attention import (
-    CHUNK_TARGET_BYTES,
-    attention,
-    choose_chunk_size,
-    filter_scores,
-    filtered_attention,
-    weak_positions,
-)
+from synth2real.diffusion.attention import CHUNK_TARGET_BYTES, attention, choose_chunk_size
+from synth2real.diffusion.filtering import filter_scores, filtered_attention, weak_positions
 from synth2real.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,13 +11,13 @@ from synth2real.diffusion.inversion import (
     Schedule,
     ddim_inversion,
     ddim_sample,
-    ddpm_sample,
     edit_friendly_inversion,
     make_generators,
     sample_levels,
 )
-from synth2real.diffusion.tiny import tiny_scheduler, tiny_unet
 from synth2real.errors import ConfigError
+from tests.diffusion.helpers import ddpm_sample
+from tests.diffusion.tiny import tiny_scheduler, tiny_unet
 
 
 def sd15_schedule(steps: int = 50) -> Schedule:

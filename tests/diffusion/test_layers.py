@@ -11,8 +11,8 @@ from synth2real.diffusion.layers import (
     select_layers,
     size_multiple,
 )
-from synth2real.diffusion.tiny import tiny_unet
 from synth2real.errors import ConfigError
+from tests.diffusion.tiny import tiny_unet
 
 # unet/config.json of stable-diffusion-v1-5 (the architecture; weights are not needed)
 SD15_UNET = dict(

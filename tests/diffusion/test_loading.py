@@ -30,7 +30,7 @@ def test_load_a_saved_model_folder(tiny_model_dir):
 
 
 def test_a_folder_with_only_fp16_variant_files_loads(tmp_path):
-    from synth2real.diffusion.tiny import save_tiny_model
+    from tests.diffusion.tiny import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "fp16", variant="fp16")
     assert list((folder / "unet").glob("*.fp16.safetensors"))
@@ -62,7 +62,7 @@ def test_hub_ids_and_paths_are_told_apart(tmp_path):
             _local_folder(bad)
 
 
-def test_compile_wraps_the_unet_and_close_unwraps(tiny_model_dir, monkeypatch):
+def test_compile_wraps_the_unet_and_the_edits_reach_the_module(tiny_model_dir, monkeypatch):
     compiled = []
 
     class Wrapped(torch.nn.Module):
@@ -90,11 +90,16 @@ def test_compile_wraps_the_unet_and_close_unwraps(tiny_model_dir, monkeypatch):
         compile=True,
     )
     m.prepare(make_references(n=1))
-    img, lab = blobs(64, 64, 3)
-    assert m.apply(img, lab, 0).shape == img.shape
-    assert len(compiled) == 3  # every UNet call went through the compiled module
     unet = m.models.unet._orig_mod
-    m.close()
-    assert not any(
-        type(p).__name__ == "CrossImageAttnProcessor" for p in unet.attn_processors.values()
-    )
+    before = dict(unet.attn_processors)
+    seen = set()
+    layer = m._layers[0].module
+    hook = layer.register_forward_pre_hook(lambda mod, a: seen.add(type(mod.processor).__name__))
+    img, lab = blobs(64, 64, 3)
+    try:
+        assert m.apply(img, lab, 0).shape == img.shape
+    finally:
+        hook.remove()
+    assert len(compiled) == 3  # every UNet call went through the compiled module
+    assert seen == {"SwapProcessor"}  # installed on the module inside the wrapper
+    assert unet.attn_processors == before  # and removed again

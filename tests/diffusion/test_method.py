@@ -1,4 +1,5 @@
-"""DiffusionMethod: presets, parameters, loading, sizes, NaN and OOM handling, end to end."""
+"""The diffusion methods (CrossImageMethod, StyleIDMethod on the shared DiffusionMethod):
+presets, parameters, loading, sizes, NaN and OOM handling, end to end."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from synth2real.diffusion.cross_image import CrossImageMethod
 from synth2real.diffusion.method import DiffusionMethod, fit_to, working_size
+from synth2real.diffusion.styleid import StyleIDMethod
 from synth2real.errors import ConfigError, ModelNotFoundError
 from synth2real.methods import create_method, describe, list_methods
 from synth2real.methods.base import References
@@ -31,7 +34,8 @@ def test_presets_are_registered_without_importing_torch():
     code = (
         "import sys; from synth2real.methods import list_methods; "
         "print(list_methods('diffusion')); "
-        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules"
+        "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules; "
+        "assert not [m for m in sys.modules if m.startswith('synth2real.diffusion')]"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
@@ -48,23 +52,72 @@ def test_every_parameter_is_documented_with_the_preset_default(name):
         assert "Default" in p.doc, f"{name}: {p.name} does not state its default"
     by = {p.name: p.default for p in params}
     expected = {
-        "adain-diffusion": dict(swap=False, adain="global", filtering=False),
-        "cross-image": dict(swap=True, adain="global", filtering=False),
-        "cacti": dict(swap=True, adain="classwise", filtering=False),
+        "adain-diffusion": dict(swap=False, adain="global", filtering=False, skip=30),
+        "cross-image": dict(swap=True, adain="global", filtering=False, sharpen=1.67),
+        "cacti": dict(swap=True, adain="classwise", filtering=False, freeu=True),
         "cactif": dict(swap=True, adain="classwise", filtering=True, filter_p=0.25),
-        "styleid": dict(pipeline="styleid", adain="global", skip=0, gamma=0.75, tau=1.5),
+        "styleid": dict(adain="global", skip=0, gamma=0.75, tau=1.5, freeu=False),
     }[name]
     for key, value in expected.items():
         assert by[key] == value, (name, key)
     assert by["model"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    assert by["sharpen"] == 1.67 and by["num_inference_steps"] == 50
+    assert by["num_inference_steps"] == 50 and by["batch_size"] == 4
+    # each pipeline lists its own parameters only
+    if name == "styleid":
+        assert not {"sharpen", "filter_p", "classwise_steps", "pipeline"} & set(by)
+    else:
+        assert not {"gamma", "tau", "style_cache_gb", "pipeline"} & set(by)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_old_parameter_name_is_still_accepted_by_every_preset(name, caplog):
+    """One set of --param values serves every diffusion preset (as when all five were one
+    class): another pipeline's parameters are parsed by their types, accepted, and ignored
+    with a warning; ``pipeline`` must name the preset's own pipeline."""
+    old = {"pipeline": "styleid", "gamma": "0.3", "tau": "1", "style_cache_gb": "1"}
+    old |= {"sharpen": "1.5", "filter_p": "0.2", "swap": "true", "classwise_steps": "[1, 3]"}
+    old |= {"erosion": "1", "thin_share": "0.1", "reference_quirks": "false", "seed": "1"}
+    own = {p.name for p in describe(name)[1]}
+    assert parse_param(name, "classwise_steps", "[1, 3]") == (1, 3)
+    assert parse_param(name, "gamma", "0.3") == 0.3
+    assert parse_param(name, "style_cache_gb", "null") is None
+    values = {"gamma": 0.3, "sharpen": 1.5, "classwise_steps": (1, 3), "seed": 3}
+    with caplog.at_level("WARNING", logger="synth2real.diffusion"):
+        m = create_method(name, **values)
+    for key, value in values.items():
+        if key in own:
+            assert m.params()[key] == (list(value) if isinstance(value, tuple) else value)
+        else:
+            assert key not in m.params() and key in caplog.text
+    assert set(m.params()) == own
+    for key, raw in old.items():  # known to the parser (a ConfigError otherwise)
+        assert parse_param(name, key, raw) is not None
+    pipeline = "styleid" if name == "styleid" else "three-branch"
+    assert create_method(name, pipeline=pipeline).params() == create_method(name).params()
+    other = "three-branch" if name == "styleid" else "styleid"
+    with pytest.raises(ConfigError, match=f"pipeline='{other}'"):
+        create_method(name, pipeline=other)
+    with pytest.raises(ConfigError, match="no parameter"):
+        create_method(name, no_such_parameter=1)
+
+
+def test_each_pipeline_has_its_own_class():
+    assert type(create_method("cactif")) is CrossImageMethod
+    assert type(create_method("adain-diffusion")) is CrossImageMethod
+    assert type(create_method("styleid")) is StyleIDMethod
+    assert create_method("cactif").config.filtering and not create_method("cacti").config.filtering
 
 
 def test_reference_quirks_switch_the_sigma_offset():
-    assert create_method("cacti").sigma_offset == 0.0
-    assert create_method("cacti", reference_quirks=True).sigma_offset == 1.0
-    assert create_method("cacti", reference_quirks=True, adain_sigma_offset=0.5).sigma_offset == 0.5
-    assert create_method("cacti", adain_sigma_offset=1.0).sigma_offset == 1.0
+    def quirks(**kw):
+        return create_method("cacti", **kw).config.quirks
+
+    assert quirks().sigma_offset == 0.0 and not quirks().classwise_loop
+    on = quirks(reference_quirks=True)
+    assert on.sigma_offset == 1.0 and on.classwise_loop and on.zero_last_noise
+    assert quirks(reference_quirks=True, adain_sigma_offset=0.5).sigma_offset == 0.5
+    only = quirks(adain_sigma_offset=1.0)
+    assert only.sigma_offset == 1.0 and not only.classwise_loop and not only.zero_last_noise
 
 
 def test_cli_style_parameters_parse_to_the_right_types():
@@ -289,15 +342,25 @@ def test_out_of_memory_halves_the_batch(tiny_model_dir, monkeypatch):
     assert sizes == [1, 1, 1]  # later batches start at the size that fitted
 
 
-def test_close_restores_the_unet_processors(tiny_model_dir):
-    m = fast("cactif", tiny_model_dir)
+@pytest.mark.parametrize("name", ["cactif", "styleid"])
+def test_the_unet_keeps_its_own_processors_outside_a_batch(name, tiny_model_dir):
+    m = fast(name, tiny_model_dir)
     m.prepare(make_references(n=1))
     unet = m.models.unet
-    assert any(type(p).__name__ == "CrossImageAttnProcessor" for p in unet.attn_processors.values())
-    m.close()
-    assert not any(
-        type(p).__name__ == "CrossImageAttnProcessor" for p in unet.attn_processors.values()
-    )
+    before = dict(unet.attn_processors)
+    layer = m._layers[0].module
+    seen = set()
+    hook = layer.register_forward_pre_hook(lambda mod, a: seen.add(type(mod.processor).__name__))
+    img, lab = blobs(64, 64, 3)
+    try:
+        m.apply(img, lab, 0)
+    finally:
+        hook.remove()
+    want = {"FilteredSwapProcessor"} if name == "cactif" else {"RecordProcessor", "InjectProcessor"}
+    assert seen == want  # the edit ran during the batch ...
+    assert unet.attn_processors == before  # ... and is gone after it
+    m.close()  # models and everything computed from the references dropped
+    assert m._models is None and not m._ref_latents
 
 
 def test_styleid_inverts_each_reference_once_per_working_size(tiny_model_dir):
@@ -347,7 +410,7 @@ def test_thin_classes_keep_their_own_classwise_statistics_by_default(tiny_model_
     lab[:, 12:14] = 2  # a vertical crack, 2 px wide
     refs = References([img], [lab], ["r"], ClassSpec(("background", "road", "crack")))
     m = fast("cacti", tiny_model_dir, working_size=(64, 64))
-    assert m.thin_share == 0.25
+    assert m.config.thin_share == 0.25
     m.prepare(refs)
     assert int(m._bank((64, 64)).source[0, 2]) == 0  # the crack's own statistics
     majority = fast("cacti", tiny_model_dir, working_size=(64, 64), thin_share=0.0)

@@ -1,16 +1,20 @@
 """Stable-Diffusion translation methods (StyleID, cross-image attention, CACTI, CACTIF).
 
-Importing this package is free (no torch, no diffusers): the presets are registered
-lazily by :mod:`synth2real.diffusion.presets`; the modules below import torch when used.
+Importing this package is free (no torch, no diffusers); the modules below import torch
+when used. The presets are data in :mod:`synth2real.methods.presets`, registered without
+importing any of this.
 
-- :mod:`.loading`: model loading, devices, dtypes, VAE encode/decode with NaN guard.
-- :mod:`.inversion`: schedules, edit-friendly DDPM inversion, DDIM inversion.
+- :mod:`.config`: the parameters of each pipeline (defaults and docs, once).
+- :mod:`.method`: ``DiffusionMethod``, what both methods share behind ``Method``.
+- :mod:`.cross_image`: the three-branch walk and ``CrossImageMethod`` (adain-diffusion,
+  cross-image, cacti, cactif).
+- :mod:`.styleid`: StyleID and ``StyleIDMethod``.
+- :mod:`.processors`: diffusers attention processors, one class per behaviour.
+- :mod:`.attention`: chunked attention maths (sharpening, temperature).
+- :mod:`.filtering`: CACTIF's selective attention filtering.
 - :mod:`.adain`: global and class-wise AdaIN on latents.
+- :mod:`.quirks`: the reference code's behaviours, gathered in ``ReferenceQuirks``.
+- :mod:`.inversion`: schedules, edit-friendly DDPM inversion, DDIM inversion.
 - :mod:`.layers`: which attention layers are edited, by role and resolution.
-- :mod:`.attention`: attention maths (sharpening, CACTIF filtering), chunked.
-- :mod:`.processors`: diffusers attention processors driven by one shared state.
-- :mod:`.pipeline`: the three-branch (out, style, content) walk.
-- :mod:`.styleid`: StyleID.
-- :mod:`.method`: ``DiffusionMethod``, the ``Method`` behind every preset.
-- :mod:`.tiny`: tiny random SD-layout models for tests and smoke runs.
+- :mod:`.loading`: model loading, devices, dtypes, VAE encode/decode with NaN guard.
 """

@@ -18,10 +18,10 @@ Class-wise AdaIN (CACTI): for each class ``c`` the pixels of ``c`` get
   references that have it; a class no reference has, and pixels of no class, get global
   AdaIN (the image's global statistics mapped to the reference's).
 
-With ``quirks=True`` it reproduces the reference code instead: pixels removed by the
-erosion, pixels of classes missing from the reference, pixels of no class and classes
-with index >= 19 are left untouched; the ``sigma_offset`` argument (1.0 in the reference)
-is added to both standard deviations.
+A :class:`~synth2real.diffusion.quirks.ReferenceQuirks` reproduces the reference code
+instead: a sigma offset (1.0 in the reference) added to both standard deviations, and
+pixels removed by the erosion, of classes missing from the reference, of no class and of
+classes with index >= 19 left untouched.
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from synth2real.diffusion.quirks import NO_QUIRKS, ReferenceQuirks
 from synth2real.errors import ConfigError
 
 #: standard deviations are floored here (latents of SD have std ~1).
 STD_FLOOR = 1e-5
-#: the reference code handles only Cityscapes' 19 classes.
-REFERENCE_NUM_CLASSES = 19
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,12 +73,6 @@ def adain(
     tm = target_mean.float().reshape(target_mean.shape[0], -1, 1, 1)
     ts = target_std.float().reshape(target_std.shape[0], -1, 1, 1)
     return (x.float() - mean) / (std + sigma_offset) * (ts + sigma_offset) + tm
-
-
-def adain_to(x: Tensor, style: Tensor) -> Tensor:
-    """Global AdaIN of ``x`` towards the statistics of ``style`` (same shape or batch 1)."""
-    sm, ss = channel_stats(style)
-    return adain(x, sm, ss)
 
 
 # ---------------------------------------------------------------------------------------
@@ -290,8 +283,7 @@ def classwise_adain(
     masks: ClassMasks,
     target: TargetStats,
     *,
-    sigma_offset: float = 0.0,
-    quirks: bool = False,
+    quirks: ReferenceQuirks = NO_QUIRKS,
 ) -> Tensor:
     """Class-wise AdaIN of ``x (B, C, h, w)`` (see the module docstring).
 
@@ -299,14 +291,12 @@ def classwise_adain(
         x: latents of the images being translated.
         masks: their class masks at latent size (:func:`class_masks`).
         target: the statistics to reach (:class:`TargetStats`).
-        sigma_offset: added to both standard deviations (1.0 reproduces the reference).
-        quirks: reproduce the reference's untouched pixels (see module docstring).
+        quirks: the reference code's sigma offset and untouched pixels; default none.
 
     Returns:
         float32 latents.
     """
     b, c, h, w = x.shape
-    k = masks.num_classes
     xf = x.float()
     mean, var, _ = class_stats(xf, masks)
     std = var.sqrt().clamp_min(STD_FLOOR)
@@ -324,15 +314,8 @@ def classwise_adain(
     def per_pixel(t: Tensor) -> Tensor:  # (B, K+1, C) -> (B, C, h, w)
         return torch.gather(t.transpose(1, 2), 2, idx).reshape(b, c, h, w)
 
-    out = (xf - per_pixel(src_mean)) / (per_pixel(src_std) + sigma_offset) * (
-        per_pixel(tgt_std) + sigma_offset
+    offset = quirks.sigma_offset
+    out = (xf - per_pixel(src_mean)) / (per_pixel(src_std) + offset) * (
+        per_pixel(tgt_std) + offset
     ) + per_pixel(tgt_mean)
-    if not quirks:
-        return out
-    # the reference: only pixels that survive the erosion, of a class < 19 that the chosen
-    # reference has, are transformed; everything else keeps its value.
-    slot_ok = target.source == 0
-    slot_ok[:, min(k, REFERENCE_NUM_CLASSES) :] = False
-    pix_ok = torch.gather(slot_ok, 1, masks.slots.reshape(b, h * w)).reshape(b, 1, h, w)
-    pix_ok = pix_ok & masks.kept[:, None]
-    return torch.where(pix_ok, out, xf)
+    return quirks.keep_untouched(out, xf, masks, target.source)

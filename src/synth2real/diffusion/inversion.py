@@ -17,7 +17,9 @@ Edit-friendly DDPM inversion (Huberman-Spiegelglas et al., CVPR 2024; METHOD.md)
 every ``x_i`` is drawn independently from ``q(x_i | x_0)``; walking down, the noise map
 ``z_i = (x_{i+1} - mu(x_i, i)) / sigma_i`` makes the DDPM (eta = 1) step
 ``x_{i+1} = mu(x_i, i) + sigma_i z_i`` land exactly on the drawn ``x_{i+1}``. Sampling from
-``x_S`` with the same ``z`` reproduces ``x_0`` whatever the noise predictor.
+``x_S`` with the same ``z`` reproduces ``x_0`` whatever the noise predictor (the tests
+check it with a DDPM sampler of their own; the walk in :mod:`.cross_image` feeds the
+drawn levels to the UNet directly).
 """
 
 from __future__ import annotations
@@ -230,35 +232,6 @@ def edit_friendly_inversion(
         zs[j] = (xs[j + 1] - mu) / s
         xs[j + 1] = mu + s * zs[j]  # removes the rounding error of the division
     return Inversion(xs=xs, zs=zs, skip=skip)
-
-
-def ddpm_sample(
-    eps_fn: NoiseFn, x_start: Tensor, zs: Tensor, schedule: Schedule, skip: int
-) -> Tensor:
-    """DDPM (eta = 1) sampling from level ``skip`` with given noise maps.
-
-    ``x_{i+1} = mu(x_i, i) + sigma_i z_i``; with the ``zs`` of
-    :func:`edit_friendly_inversion` this reproduces the inverted ``x_0``.
-
-    Args:
-        eps_fn: noise predictor.
-        x_start: ``(B, C, h, w)`` latents at level ``skip``.
-        zs: ``(T - skip, B, C, h, w)`` noise maps.
-        schedule: the schedule.
-        skip: the starting level.
-
-    Returns:
-        ``(B, C, h, w)`` float32 latents at level ``T``.
-    """
-    schedule.check_skip(skip)
-    if zs.shape[0] != schedule.num_steps - skip:
-        raise ConfigError(f"{zs.shape[0]} noise maps for {schedule.num_steps - skip} steps")
-    x = x_start.float()
-    for j in range(schedule.num_steps - skip):
-        i = skip + j
-        c_x, c_eps, sigma = schedule.ddpm_coefficients(i)
-        x = c_x * x + c_eps * eps_fn(x, i).float() + _sigma_or_one(sigma) * zs[j]
-    return x
 
 
 # ---------------------------------------------------------------------------------------

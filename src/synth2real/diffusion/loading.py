@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from synth2real.diffusion.config import DEFAULT_MODEL
 from synth2real.errors import ConfigError, ModelNotFoundError, Synth2RealError
 
 log = logging.getLogger("synth2real.diffusion")
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 _SUBFOLDERS = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
 _DTYPES = {
     "float32": torch.float32,

@@ -7,6 +7,10 @@
    use ``Q = gamma * Q_content + (1 - gamma) * Q_out``, the style's K and V of the same
    step, and logits multiplied by ``tau``.
 
+The edited layers get :class:`~.processors.RecordProcessor` for the inversion and
+:class:`~.processors.InjectProcessor` for the sampling, sharing one
+:class:`~.processors.StyleIDState`; :class:`StyleIDMethod` is the method that runs it.
+
 Style inversions are computed once and reused across content batches (:class:`StyleCache`):
 
 - a style's DDIM inversion *trajectory* (the latent at every level it passes, a few MB
@@ -30,41 +34,26 @@ itself: S = 0).
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from synth2real.diffusion.adain import adain, channel_stats
+from synth2real.diffusion.config import StyleIDConfig
 from synth2real.diffusion.inversion import Schedule, ddim_inversion, ddim_sample
+from synth2real.diffusion.layers import AttentionLayer
 from synth2real.diffusion.loading import DiffusionModels
-from synth2real.diffusion.processors import AttentionState
+from synth2real.diffusion.method import DiffusionMethod, _Batch
+from synth2real.diffusion.processors import (
+    AttentionEdits,
+    InjectProcessor,
+    RecordProcessor,
+    StyleIDState,
+)
 from synth2real.errors import ConfigError
-
-
-@dataclass
-class StyleIDConfig:
-    """StyleID parameters (see ``DiffusionMethod``)."""
-
-    num_inference_steps: int = 50
-    skip: int = 0
-    gamma: float = 0.75
-    tau: float = 1.5
-    adain: str = "global"
-    chunk_size: int | None = None
-    memory_budget: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.adain not in ("none", "global"):
-            raise ConfigError(
-                f"StyleID normalises the initial latent only: adain must be none or global, got {self.adain!r}"
-            )
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
-        if self.tau <= 0:
-            raise ConfigError(f"tau must be positive, got {self.tau}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,9 +189,9 @@ class StyleCache:
 # ---------------------------------------------------------------------------------------
 def styleid_transfer(
     models: DiffusionModels,
+    layers: Sequence[AttentionLayer],
     schedule: Schedule,
     cfg: StyleIDConfig,
-    state: AttentionState,
     content: Tensor,
     styles: Tensor,
     style_of_out: Sequence[int],
@@ -213,10 +202,12 @@ def styleid_transfer(
     """Translate ``content (B, C, h, w)`` latents with the ``styles (U, C, h, w)`` latents.
 
     Args:
-        models: loaded models; the selected layers carry processors bound to ``state``.
+        models: loaded models.
+        layers: the edited layers of ``models.unet`` (they record, then inject, during
+            the call, and get their own processors back afterwards).
         schedule: the schedule.
-        cfg: StyleID parameters.
-        state: the processors' shared state (reset afterwards).
+        cfg: StyleID parameters (``skip``, ``adain``, ``gamma``, ``tau``,
+            ``attention_chunk``).
         content: clean content latents.
         styles: clean style latents (one per distinct style of the batch); only read for
             styles the cache has not inverted yet.
@@ -240,73 +231,138 @@ def styleid_transfer(
     stop = cfg.skip
     schedule.check_skip(stop)
     n = schedule.num_steps - stop
+    state = StyleIDState(n_out=b, gamma=cfg.gamma, tau=cfg.tau, chunk_size=cfg.attention_chunk)
 
     def eps_fn(x: Tensor, i: int) -> Tensor:
         state.step = i
         return schedule.to_epsilon(models.predict(x, timesteps[i]), x, i)
 
-    state.store.clear()
-    state.chunk_size, state.memory_budget = cfg.chunk_size, cfg.memory_budget
     new = [j for j in range(u) if keys[j] not in cache.trajectories]
     records: list[KVRecord | None] = []
     try:
-        # 1. DDIM inversion of the contents (queries recorded) and of first-seen styles
-        #    (trajectory kept; keys/values recorded when the cache admits them)
-        records = [cache.new_record(keys[j], keys) for j in new]
-        traj = torch.empty((n + 1, len(new), *content.shape[1:]), device=dev)
+        with AttentionEdits(models.unet, layers) as edits:
+            # 1. DDIM inversion of the contents (queries recorded) and of first-seen styles
+            #    (trajectory kept; keys/values recorded when the cache admits them)
+            records = [cache.new_record(keys[j], keys) for j in new]
+            traj = torch.empty((n + 1, len(new), *content.shape[1:]), device=dev)
 
-        def eps_inv(x: Tensor, i: int) -> Tensor:
-            if new:
-                traj[i - stop + 1] = x[b:]  # the latent fed to the UNet at step i
-            return eps_fn(x, i)
-
-        state.mode, state.n_out, state.n_style = "record", b, len(new)
-        state.kv_sinks = list(records)
-        x = content.float() if not new else torch.cat([content.float(), styles[new].float()])
-        z = ddim_inversion(eps_inv, x, schedule, stop=stop)
-        if new:
-            traj[0] = z[b:]
-        for jj, j in enumerate(new):
-            cache.trajectories[keys[j]] = traj[:, jj].clone()
-            cache.commit(records[jj])
-        cache.inverted += len(new)
-        records = []
-
-        # 2. sampling: cached keys/values, or one style row per step fed its trajectory
-        sources: list[KVRecord | int] = []
-        rows: list[int] = []
-        for j in range(u):
-            rec = cache.kv(keys[j])
-            if rec is not None:
-                sources.append(rec)
-            else:
-                sources.append(len(rows))
-                rows.append(j)
-        records = [cache.new_record(keys[j], keys) for j in rows]
-        style_levels = (
-            torch.stack([cache.trajectories[keys[j]] for j in rows], dim=1) if rows else None
-        )
-        z_c = z[:b]
-        if cfg.adain == "global":
-            z_s = torch.stack([cache.trajectories[k][0] for k in keys])
-            sm, ss = channel_stats(z_s)
-            z_c = adain(z_c, sm[idx], ss[idx])
-
-        def eps_sample(x: Tensor, i: int) -> Tensor:
-            if style_levels is None:
+            def eps_inv(x: Tensor, i: int) -> Tensor:
+                if new:
+                    traj[i - stop + 1] = x[b:]  # the latent fed to the UNet at step i
                 return eps_fn(x, i)
-            return eps_fn(torch.cat([x, style_levels[i - stop + 1]]), i)[:b]
 
-        state.mode, state.n_out, state.n_style = "inject", b, len(rows)
-        state.style_of_out, state.kv_sources, state.kv_sinks = idx, sources, list(records)
-        state.gamma, state.tau = cfg.gamma, cfg.tau
-        out = ddim_sample(eps_sample, z_c, schedule, start=stop)
-        for rec in records:
-            cache.commit(rec)
-        records = []
-        return out
+            state.kv_sinks = list(records)
+            edits.use({layer.key: RecordProcessor(layer.key, state) for layer in layers})
+            x = content.float() if not new else torch.cat([content.float(), styles[new].float()])
+            z = ddim_inversion(eps_inv, x, schedule, stop=stop)
+            if new:
+                traj[0] = z[b:]
+            for jj, j in enumerate(new):
+                cache.trajectories[keys[j]] = traj[:, jj].clone()
+                cache.commit(records[jj])
+            cache.inverted += len(new)
+            records = []
+
+            # 2. sampling: cached keys/values, or one style row per step fed its trajectory
+            sources: list[KVRecord | int] = []
+            rows: list[int] = []
+            for j in range(u):
+                rec = cache.kv(keys[j])
+                if rec is not None:
+                    sources.append(rec)
+                else:
+                    sources.append(len(rows))
+                    rows.append(j)
+            records = [cache.new_record(keys[j], keys) for j in rows]
+            style_levels = (
+                torch.stack([cache.trajectories[keys[j]] for j in rows], dim=1) if rows else None
+            )
+            z_c = z[:b]
+            if cfg.adain == "global":
+                z_s = torch.stack([cache.trajectories[k][0] for k in keys])
+                sm, ss = channel_stats(z_s)
+                z_c = adain(z_c, sm[idx], ss[idx])
+
+            def eps_sample(x: Tensor, i: int) -> Tensor:
+                if style_levels is None:
+                    return eps_fn(x, i)
+                return eps_fn(torch.cat([x, style_levels[i - stop + 1]]), i)[:b]
+
+            state.style_of_out, state.kv_sources, state.kv_sinks = idx, sources, list(records)
+            edits.use({layer.key: InjectProcessor(layer.key, state) for layer in layers})
+            out = ddim_sample(eps_sample, z_c, schedule, start=stop)
+            for rec in records:
+                cache.commit(rec)
+            records = []
+            return out
     finally:
         for rec in records:  # interrupted (out of memory, ...): free partial records
             if rec is not None:
                 rec.drop()
-        state.reset()
+        state.queries.clear()
+
+
+# ---------------------------------------------------------------------------------------
+# the method
+# ---------------------------------------------------------------------------------------
+class StyleIDMethod(DiffusionMethod):
+    """Stable-Diffusion style transfer by StyleID (docs/METHOD.md, docs/DIFFUSION.md).
+
+    Parameters: :class:`~synth2real.diffusion.config.StyleIDConfig` (the ``styleid``
+    preset keeps its defaults). Each reference is DDIM-inverted once per working size and
+    its keys and values are reused by every batch while they fit ``style_cache_gb``
+    (:class:`StyleCache`).
+    """
+
+    config_class = StyleIDConfig
+    pipeline = "styleid"
+    config: StyleIDConfig
+
+    def __init__(self, **params):
+        self._style_cache: StyleCache | None = None  # the references' inversions
+        super().__init__(**params)
+
+    def _drop_reference_caches(self) -> None:
+        super()._drop_reference_caches()
+        if self._style_cache is not None:
+            self._style_cache.clear()
+        self._style_cache = None
+
+    def _dtype_changed(self) -> None:
+        if self._style_cache is not None:  # the keys/values came from the other dtype
+            self._style_cache.clear()
+
+    def style_cache(self) -> StyleCache:
+        """The cache of reference inversions (budget ``style_cache_gb``)."""
+        if self._style_cache is None:
+            self._style_cache = StyleCache(self._style_cache_budget())
+        return self._style_cache
+
+    def _style_cache_budget(self) -> int:
+        if self.config.style_cache_gb is not None:
+            return int(self.config.style_cache_gb * (1 << 30))
+        dev = self.models.device
+        if dev.type == "cuda":
+            return torch.cuda.get_device_properties(dev).total_memory // 4
+        if dev.type == "cpu":
+            try:
+                return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+            except (AttributeError, ValueError, OSError):
+                pass
+        return 4 << 30
+
+    def _translate_latents(self, batch: _Batch, content: Tensor) -> Tensor:
+        ref_lats = self._reference_latents(batch.size)
+        unique = list(dict.fromkeys(batch.refs))
+        styles = ref_lats[torch.tensor(unique, device=ref_lats.device)]
+        return styleid_transfer(
+            self.models,
+            self._layers,
+            self._schedule,  # type: ignore[arg-type]
+            self.config,
+            content,
+            styles,
+            [unique.index(r) for r in batch.refs],
+            style_keys=[(batch.size, r) for r in unique],
+            cache=self.style_cache(),
+        )

@@ -3,8 +3,10 @@
 A method is *prepared* once from the references (real images, with label maps when the
 user has them), then *applied* to each synthetic ``(image, label)`` pair, returning an
 image of exactly the same size. Parameters are plain ``__init__`` arguments, documented
-in the class docstring (``Args:`` section) with their defaults; the registry reads them
-from there, so the CLI, presets and docs cannot drift from the code.
+in the class docstring (``Args:`` section) with their defaults, or the fields of a
+parameter dataclass the class names as ``config_class`` (documented in its docstring);
+the registry reads them from there, so the CLI, presets and docs cannot drift from the
+code.
 
 Shapes: ``image`` is ``HxWx3 uint8 RGB``; ``label`` is ``HxW uint8`` class indices with
 ``classes.ignore_index`` for pixels of no class.
@@ -13,9 +15,10 @@ Shapes: ``image`` is ``HxWx3 uint8 RGB``; ``label`` is ``HxW uint8`` class indic
 from __future__ import annotations
 
 import inspect
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -100,6 +103,16 @@ class Method(ABC):
     needs_gpu: ClassVar[bool] = False
     #: How many content images :meth:`apply_batch` should receive at once.
     batch_size: int = 1
+    #: A dataclass whose fields are the method's parameters (types, defaults, and the
+    #: ``Args:`` documentation of its docstring); the instance keeps it as ``config``.
+    #: ``None``: the parameters are the ``__init__`` arguments.
+    config_class: ClassVar[type | None] = None
+
+    @classmethod
+    def compatible_parameters(cls) -> list[inspect.Parameter]:
+        """Parameter names accepted (for compatibility) that do nothing for this method;
+        they are created and parsed like the others but not listed."""
+        return []
 
     def __init__(self) -> None:
         self.references: References | None = None
@@ -168,10 +181,11 @@ class Method(ABC):
     # -- introspection -----------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         """The method's parameters as given to ``__init__`` (recorded in the manifest)."""
+        holder = self if self.config_class is None else getattr(self, "config", None)
         out = {}
         for p in _init_params(type(self)):
-            if hasattr(self, p.name):
-                v = getattr(self, p.name)
+            if hasattr(holder, p.name):
+                v = getattr(holder, p.name)
                 out[p.name] = list(v) if isinstance(v, tuple) else v
         return out
 
@@ -197,7 +211,23 @@ def image_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def config_parameters(config: type) -> list[inspect.Parameter]:
+    """The fields of parameter dataclass ``config`` as keyword-only parameters, with their
+    defaults and resolved type annotations."""
+    hints = typing.get_type_hints(config)
+    kind = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter(f.name, kind, default=f.default, annotation=hints[f.name])
+        for f in fields(config)
+    ]
+
+
 def _init_params(cls: type) -> list[inspect.Parameter]:
+    """The parameters of method class ``cls``: its ``config_class`` fields and then its
+    :meth:`~Method.compatible_parameters`, or else its ``__init__`` arguments."""
+    config = getattr(cls, "config_class", None)
+    if config is not None:
+        return config_parameters(config) + list(cls.compatible_parameters())
     sig = inspect.signature(cls.__init__)
     return [
         p

@@ -3,7 +3,8 @@
 A registry entry is a method class plus default overrides (a *preset*), so one class can
 appear under several names (``reinhard``, ``reinhard-cw``) and the diffusion presets
 (``cacti``, ``cactif`` ...) are named sets of parameters, not subclasses. Entries may name
-their class lazily as ``"module:Class"`` so listing methods never imports torch/diffusers.
+their class lazily as ``"module:Class"`` so listing methods never imports torch/diffusers
+(the diffusion presets are data: :mod:`synth2real.methods.presets`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from synth2real.errors import ConfigError
 from synth2real.methods.base import Method, _init_params
+from synth2real.registry import Registry
 
 
 @dataclass
@@ -34,7 +36,7 @@ class MethodEntry:
         return self.target  # type: ignore[return-value]
 
 
-_REGISTRY: dict[str, MethodEntry] = {}
+_REGISTRY: Registry[MethodEntry] = Registry("method")
 
 
 def register(name: str, *, summary: str = "", family: str = "classical", **defaults: Any):
@@ -44,13 +46,11 @@ def register(name: str, *, summary: str = "", family: str = "classical", **defau
     """
 
     def deco(cls: type[Method]) -> type[Method]:
-        if name in _REGISTRY:
-            raise ValueError(f"method name {name!r} registered twice")
+        _REGISTRY.add(
+            name, MethodEntry(name, cls, dict(defaults), summary or _first_line(cls), family)
+        )
         if not cls.name:
             cls.name = name
-        _REGISTRY[name] = MethodEntry(
-            name, cls, dict(defaults), summary or _first_line(cls), family
-        )
         return cls
 
     return deco
@@ -60,9 +60,7 @@ def register_lazy(
     name: str, target: str, *, summary: str, family: str = "diffusion", **defaults: Any
 ) -> None:
     """Register ``"module:Class"`` under ``name`` without importing it."""
-    if name in _REGISTRY:
-        raise ValueError(f"method name {name!r} registered twice")
-    _REGISTRY[name] = MethodEntry(name, target, dict(defaults), summary, family)
+    _REGISTRY.add(name, MethodEntry(name, target, dict(defaults), summary, family))
 
 
 def _ensure_loaded() -> None:
@@ -78,10 +76,7 @@ def list_methods(family: str | None = None) -> list[str]:
 
 def get_entry(name: str) -> MethodEntry:
     _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}") from None
+    return _REGISTRY.get(name)
 
 
 def create_method(name: str, **overrides: Any) -> Method:
@@ -119,10 +114,13 @@ def describe(name: str) -> tuple[MethodEntry, list[ParamInfo]]:
     """The entry and its parameters (defaults after the preset, docs from the docstring)."""
     entry = get_entry(name)
     cls = entry.resolve()
-    docs = parse_args_doc(cls.__doc__ or "")
+    docs = _param_docs(cls)
     hints = _type_hints(cls)
+    hidden = {p.name for p in cls.compatible_parameters()}
     out = []
     for p in _init_params(cls):
+        if p.name in hidden:
+            continue
         default = entry.defaults.get(p.name, p.default)
         if default is inspect.Parameter.empty:
             default = None
@@ -181,10 +179,24 @@ def _coerce(raw: str, hint: Any, default: Any, what: str) -> Any:
 
 
 def _type_hints(cls: type) -> dict[str, Any]:
+    if getattr(cls, "config_class", None) is not None:
+        return {p.name: p.annotation for p in _init_params(cls)}
     try:
         return typing.get_type_hints(cls.__init__)
     except Exception:
         return {}
+
+
+def _param_docs(cls: type) -> dict[str, str]:
+    """``{parameter: doc}`` from the ``Args:`` section of the class docstring, or of its
+    ``config_class`` and the dataclasses that one extends (the most derived wins)."""
+    config = getattr(cls, "config_class", None)
+    if config is None:
+        return parse_args_doc(cls.__doc__ or "")
+    docs: dict[str, str] = {}
+    for klass in reversed(config.__mro__):
+        docs.update(parse_args_doc(vars(klass).get("__doc__") or ""))
+    return docs
 
 
 def _first_line(cls: type) -> str:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synth2real.errors import ConfigError, ModelNotFoundError
+from synth2real.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,16 +89,14 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-_MODELS: dict[str, ModelEntry] = {}
+_MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, *, summary: str, default_lr: float, **defaults: Any):
     """Decorator: register a model class or factory under ``name``."""
 
     def deco(factory):
-        if name in _MODELS:
-            raise ValueError(f"model name {name!r} registered twice")
-        _MODELS[name] = ModelEntry(name, factory, summary, default_lr, dict(defaults))
+        _MODELS.add(name, ModelEntry(name, factory, summary, default_lr, dict(defaults)))
         return factory
 
     return deco
@@ -105,14 +104,11 @@ def register_model(name: str, *, summary: str, default_lr: float, **defaults: An
 
 def list_models() -> list[str]:
     """Registered model names."""
-    return list(_MODELS)
+    return _MODELS.names()
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(_MODELS)}") from None
+    return _MODELS.get(name)
 
 
 def create_model(

@@ -1,6 +1,7 @@
 """Tiny random Stable-Diffusion-layout models, built in code (no download).
 
-For tests and smoke runs of the whole diffusion path on a CPU in seconds: a few-channel
+For the tests, benchmarks and smoke runs of the whole diffusion path on a CPU in
+seconds (run from the repository root: ``from tests.diffusion.tiny import ...``): a few-channel
 ``UNet2DConditionModel`` whose decoder has cross-attention up-blocks at two resolutions,
 an ``AutoencoderKL`` with SD's 8x down-sampling, and a one-layer ``CLIPTextModel`` with a
 ``CLIPTokenizer`` built from a six-token vocabulary. The weights are random: outputs are

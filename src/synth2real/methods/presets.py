@@ -1,4 +1,4 @@
-"""The diffusion presets: named parameter sets of one ``DiffusionMethod`` (METHOD.md).
+"""The diffusion presets: named parameter sets of the two diffusion methods (METHOD.md).
 
 | preset | KV swap + sharpening | AdaIN | filtering |
 |---|---|---|---|
@@ -8,9 +8,11 @@
 | ``cactif`` | yes | as cacti | yes, p = 0.25 |
 | ``styleid`` | StyleID injection | initial latent only | no |
 
-This module imports neither torch nor diffusers: registering the presets (done when
-``synth2real.methods`` is imported) costs nothing; the method class is imported when a
-preset is first created or described.
+Data only: each method class is named as ``"module:Class"`` and imported when a preset is
+first created or described, so registering the presets (done when
+``synth2real.methods`` is imported) imports neither torch, diffusers nor
+``synth2real.diffusion``. Each preset overrides only what differs from its class's
+defaults (the classes' config dataclasses in ``synth2real.diffusion.config``).
 """
 
 from __future__ import annotations
@@ -19,36 +21,37 @@ from typing import Any
 
 from synth2real.methods.registry import register_lazy
 
-TARGET = "synth2real.diffusion.method:DiffusionMethod"
+CROSS_IMAGE = "synth2real.diffusion.cross_image:CrossImageMethod"
+STYLEID = "synth2real.diffusion.styleid:StyleIDMethod"
 
-#: name -> (summary, parameter overrides of ``DiffusionMethod``'s defaults)
-PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+#: name -> (method class, summary, parameter overrides of the class's defaults)
+PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "adain-diffusion": (
+        CROSS_IMAGE,
         "Stable Diffusion, edit-friendly inversion + global latent AdaIN every step (no attention edit)",
-        {"pipeline": "three-branch", "swap": False, "adain": "global", "filtering": False},
+        {"swap": False},
     ),
     "cross-image": (
+        CROSS_IMAGE,
         "cross-image attention: style keys/values with sharpening in the decoder + global latent AdaIN",
-        {"pipeline": "three-branch", "swap": True, "adain": "global", "filtering": False},
+        {},
     ),
     "cacti": (
+        CROSS_IMAGE,
         "CACTI: cross-image attention + class-wise latent AdaIN (steps 5-14); needs reference labels",
-        {"pipeline": "three-branch", "swap": True, "adain": "classwise", "filtering": False},
+        {"adain": "classwise"},
     ),
     "cactif": (
+        CROSS_IMAGE,
         "CACTIF: CACTI + selective attention filtering (p=0.25); needs reference labels",
-        {"pipeline": "three-branch", "swap": True, "adain": "classwise", "filtering": True},
+        {"adain": "classwise", "filtering": True},
     ),
     "styleid": (
+        STYLEID,
         "StyleID: DDIM inversion, content-query preservation (gamma 0.75), temperature 1.5, initial AdaIN",
-        {"pipeline": "styleid", "adain": "global", "skip": 0, "freeu": False},
+        {},
     ),
 }
 
-
-def _register() -> None:
-    for name, (summary, params) in PRESETS.items():
-        register_lazy(name, TARGET, summary=summary, family="diffusion", **params)
-
-
-_register()
+for _name, (_target, _summary, _params) in PRESETS.items():
+    register_lazy(_name, _target, summary=_summary, family="diffusion", **_params)
