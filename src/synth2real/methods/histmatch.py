@@ -2,8 +2,9 @@
 
 Three presets of one class: ``histmatch`` (global), ``histmatch-cw`` (class-wise) and
 ``histmatch-cwc`` (class-wise, contrast-preserving for thin classes). On uint8 images
-the whole transfer is a lookup table per channel (and per class): two ``bincount``
-passes and one gather per channel, whatever the number of classes.
+the whole transfer is a lookup table per channel (and per class): one 2-D histogram
+(``cv2.calcHist`` of label and value) and one gather per channel, whatever the number of
+classes.
 """
 
 from __future__ import annotations
