@@ -93,6 +93,31 @@ def test_the_pixel_limits_follow_pillow_and_real_images_still_decode(tmp_path, m
     assert e.value.path == bomb
 
 
+def test_header_sizes_read_without_pillow_agree_with_pillow(tmp_path):
+    """open_image skips the guard (a lock) only where the header shows a small image."""
+    import io
+
+    from synth2real.data.io import _header_size
+    from tests.data.helpers import save_jpeg
+
+    files = [save_png(tmp_path / "g.png", np.zeros((5, 7), np.uint8)),
+             save_png(tmp_path / "p.png", np.ones((3, 9), np.uint8), mode="P", palette=[(1, 2, 3)]),
+             save_png(tmp_path / "w.png", np.zeros((4, 6), np.uint16)),
+             save_jpeg(tmp_path / "exif.jpg", rgb(33, 17), orientation=6)]  # fmt: skip
+    Image.fromarray(rgb(20, 30)).save(tmp_path / "prog.jpg", progressive=True, quality=80)
+    files.append(tmp_path / "prog.jpg")
+    for f in files:
+        assert _header_size(f) == Image.open(f).size, f.name
+        buf = io.BytesIO(b"xx" + f.read_bytes())
+        buf.seek(2)
+        assert _header_size(buf) == Image.open(f).size and buf.tell() == 2
+    Image.fromarray(rgb(4, 4)).save(tmp_path / "t.tif")
+    assert _header_size(tmp_path / "t.tif") is None  # other formats: Pillow decides
+    assert _header_size(tmp_path / "missing.png") is None
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "prog.jpg").read_bytes()[:30])
+    assert _header_size(tmp_path / "cut.jpg") is None
+
+
 # -- Supervisely annotations ---------------------------------------------------------------
 def _object(**kw) -> dict:
     return {"classTitle": "plate", "geometryType": "polygon", **kw}

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import shutil
+import struct
 import threading
 import warnings
 from pathlib import Path
@@ -35,9 +36,56 @@ log = logging.getLogger("synth2real.data")
 
 
 # -- opening images ------------------------------------------------------------------------
-#: ``warnings.catch_warnings`` swaps process-wide state: threads take turns around it
+#: ``warnings.catch_warnings`` swaps process-wide state: threads take turns around it.
+#: Only images whose PNG or JPEG header does not show them to be small take that path.
 _OPEN_LOCK = threading.Lock()
 _NOTED_LARGE: set[str] = set()
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: JPEG start-of-frame markers (they carry the size): C0..CF but DHT, JPG and DAC
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _header_size(source: str | Path | IO[bytes]) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG or JPEG header, read without Pillow; ``None`` for
+    other formats or unreadable headers (the caller then lets Pillow decide)."""
+    try:
+        if isinstance(source, (str, Path)):
+            with open(source, "rb") as f:
+                return _png_or_jpeg_size(f)
+        pos = source.tell()
+        try:
+            return _png_or_jpeg_size(source)
+        finally:
+            source.seek(pos)
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _png_or_jpeg_size(f: IO[bytes]) -> tuple[int, int] | None:
+    start = f.tell()
+    head = f.read(24)
+    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        return w, h
+    if head[:2] != b"\xff\xd8":
+        return None
+    f.seek(start + 2)
+    for _ in range(1000):  # segments before the frame header (APPn, DQT, ...)
+        b = f.read(1)
+        if b != b"\xff":
+            return None
+        while b == b"\xff":  # fill bytes
+            b = f.read(1)
+        if not b or b[0] in (0xD9, 0xDA):  # end of image, start of scan: no frame header
+            return None
+        if 0xD0 <= b[0] <= 0xD7 or b[0] == 0x01:  # markers without a length
+            continue
+        (length,) = struct.unpack(">H", f.read(2))
+        if b[0] in _JPEG_SOF:
+            h, w = struct.unpack(">xHH", f.read(5))
+            return w, h
+        f.seek(length - 2, 1)
+    return None
 
 
 def _pixel_limit() -> int | None:
@@ -69,10 +117,15 @@ def open_image(source: str | Path | IO[bytes], path: str | Path, what: str = "")
     """
     path = Path(path)
     prefix = f"{what}: " if what else ""
+    size = _header_size(source)
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(source)
+        if size is not None and (limit is None or size[0] * size[1] <= limit):
+            im = Image.open(source)  # Pillow has nothing to warn about: no lock needed
+        else:
+            with _OPEN_LOCK, warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(source)
     except FileNotFoundError:
         raise DataError(path, f"{prefix}file not found") from None
     except Image.DecompressionBombError as e:
@@ -86,7 +139,6 @@ def open_image(source: str | Path | IO[bytes], path: str | Path, what: str = "")
     except OSError as e:
         raise DataError(path, f"{prefix}not a readable image ({e})") from None
     w, h = im.size
-    limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and w * h > limit:
         key = f"{path}\0{what}"
         with _OPEN_LOCK:
