@@ -1,24 +1,22 @@
-"""Machine facts the benchmark scripts record with their numbers (shared helpers)."""
+"""Machine facts the benchmark scripts record with their numbers (shared helpers).
+
+The CPU model comes from :func:`synth2real.pilot.machine.cpu_model`, the one reader of
+``/proc/cpuinfo`` in the project, so reports and benchmarks name the CPU the same way.
+"""
 
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
 
+from synth2real.pilot.machine import cpu_model  # noqa: E402
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+__all__ = ["REPO", "cpu_model", "git_commit", "load_average", "mem_available_bytes"]
 
 
 def mem_available_bytes() -> int | None:

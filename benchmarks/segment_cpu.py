@@ -1,6 +1,7 @@
 """Segmentation on CPU: small-unet training speed and a short learning curve on cracks.
 
-Measures, on ../shared/datasets/cracks (Supervisely format):
+Measures, on the cracks dataset (Supervisely format; ``$S2R_CRACKS``, by default
+``../shared/datasets/cracks`` beside the checkout):
 1. training speed of small-unet (iterations/s at batch 8), cold (images decoded on first
    use) and warm (served from the RAM cache), at two working resolutions: `full` (crop
    256 of the images as they are) and `half` (crop 128 of images shrunk to a 256 px
@@ -44,18 +45,12 @@ def default_cracks() -> Path:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
 
+    from synth2real.pilot.machine import cpu_model
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),

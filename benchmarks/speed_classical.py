@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "src"))
 from synth2real import __version__  # noqa: E402
 from synth2real.data.classes import ClassSpec  # noqa: E402
 from synth2real.methods import References, create_method  # noqa: E402
+from synth2real.pilot.machine import cpu_model  # noqa: E402
 
 CLASSES = ClassSpec(("background", "road", "sidewalk", "crack", "pole"))
 OURS = [
@@ -126,14 +127,6 @@ def time_calls(fn, items, rounds: int) -> list[float]:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import scipy
 
     versions = {
@@ -150,7 +143,7 @@ def machine() -> dict:
     except ImportError:
         versions["albumentations"] = None
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "versions": versions,

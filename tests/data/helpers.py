@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +84,48 @@ def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def bitmap_object(mask: np.ndarray, origin) -> dict:
+    """A Supervisely ``bitmap`` field: base64 of zlib of a PNG of ``mask`` at ``origin``."""
+    png = png_bytes((mask > 0).astype(np.uint8) * 255)
+    return {"data": base64.b64encode(zlib.compress(png)).decode(), "origin": list(origin)}
+
+
+def make_supervisely(root: Path, *, with_meta: bool = True, meta_in_parent: bool = False) -> Path:
+    """``root/ds0`` with ``img/`` + ``ann/``: image ``a b é`` (a polygon with a hole, a bitmap
+    drawn over it, a point) and ``empty`` (no objects); classes ``cracks``, ``plate``."""
+    ds = root / "ds0"
+    (ds / "img").mkdir(parents=True)
+    (ds / "ann").mkdir()
+    meta = {
+        "classes": [
+            {"title": "cracks", "shape": "bitmap", "color": "#07FF00"},
+            {"title": "plate", "shape": "polygon", "color": "#0000FF"},
+        ]
+    }
+    if with_meta:
+        (root if meta_in_parent else ds).joinpath("meta.json").write_text(json.dumps(meta))
+    save_jpeg(ds / "img" / "a b é.jpg", rgb(10, 12))
+    m = np.zeros((3, 4), np.uint8)
+    m[1, :] = 1
+    ann = {
+        "size": {"height": 10, "width": 12},
+        "objects": [
+            {  # square polygon with a square hole
+                "classTitle": "plate", "geometryType": "polygon",
+                "points": {
+                    "exterior": [[1, 1], [8, 1], [8, 8], [1, 8]],
+                    "interior": [[[3, 3], [6, 3], [6, 6], [3, 6]]],
+                },
+            },
+            {"classTitle": "cracks", "geometryType": "bitmap", "bitmap": bitmap_object(m, [2, 4])},
+            {"classTitle": "plate", "geometryType": "point", "points": {"exterior": [[0, 0]]}},
+        ],
+    }  # fmt: skip
+    (ds / "ann" / "a b é.jpg.json").write_text(json.dumps(ann), encoding="utf-8")
+    save_jpeg(ds / "img" / "empty.jpg", rgb(10, 12, 1))
+    (ds / "ann" / "empty.jpg.json").write_text(
+        json.dumps({"size": {"height": 10, "width": 12}, "objects": []})
+    )
+    return ds

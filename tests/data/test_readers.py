@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from synth2real.data.classes import CAMVID, CITYSCAPES, CITYSCAPES_LABELS, ClassSpec
 from synth2real.data.readers import FORMATS, detect_format, open_dataset
 from synth2real.errors import ConfigError, DataError
-from tests.data.helpers import make_generic, png_bytes, rgb, save_jpeg, save_png
+from tests.data.helpers import make_generic, make_supervisely, rgb, save_jpeg, save_png
 
 CS_ID = {n: lid for lid, n, _, _ in CITYSCAPES_LABELS}
 
@@ -116,48 +114,6 @@ def test_generic_unlabelled_when_no_labels_folder(tmp_path):
 
 
 # -- supervisely ---------------------------------------------------------------------------
-def _bitmap(mask: np.ndarray, origin) -> dict:
-    png = png_bytes((mask > 0).astype(np.uint8) * 255)
-    return {"data": base64.b64encode(zlib.compress(png)).decode(), "origin": list(origin)}
-
-
-def make_supervisely(root, *, with_meta=True, meta_in_parent=False):
-    ds = root / "ds0"
-    (ds / "img").mkdir(parents=True)
-    (ds / "ann").mkdir()
-    meta = {
-        "classes": [
-            {"title": "cracks", "shape": "bitmap", "color": "#07FF00"},
-            {"title": "plate", "shape": "polygon", "color": "#0000FF"},
-        ]
-    }
-    if with_meta:
-        (root if meta_in_parent else ds).joinpath("meta.json").write_text(json.dumps(meta))
-    save_jpeg(ds / "img" / "a b é.jpg", rgb(10, 12))
-    m = np.zeros((3, 4), np.uint8)
-    m[1, :] = 1
-    ann = {
-        "size": {"height": 10, "width": 12},
-        "objects": [
-            {  # square polygon with a square hole
-                "classTitle": "plate", "geometryType": "polygon",
-                "points": {
-                    "exterior": [[1, 1], [8, 1], [8, 8], [1, 8]],
-                    "interior": [[[3, 3], [6, 3], [6, 6], [3, 6]]],
-                },
-            },
-            {"classTitle": "cracks", "geometryType": "bitmap", "bitmap": _bitmap(m, [2, 4])},
-            {"classTitle": "plate", "geometryType": "point", "points": {"exterior": [[0, 0]]}},
-        ],
-    }  # fmt: skip
-    (ds / "ann" / "a b é.jpg.json").write_text(json.dumps(ann), encoding="utf-8")
-    save_jpeg(ds / "img" / "empty.jpg", rgb(10, 12, 1))
-    (ds / "ann" / "empty.jpg.json").write_text(
-        json.dumps({"size": {"height": 10, "width": 12}, "objects": []})
-    )
-    return ds
-
-
 def test_supervisely_bitmap_polygon_hole_and_overlap(tmp_path, unchanged):
     ds_dir = make_supervisely(tmp_path)
     check = unchanged(tmp_path)

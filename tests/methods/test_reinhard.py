@@ -141,7 +141,8 @@ def test_rgb_colour_space_agrees_with_albumentations_pixel_distribution_adaptati
 
 def test_per_reference_classwise_falls_back_to_the_other_references():
     """pooled=False: the chosen reference's class statistics where it has the class, the
-    other references' pooled statistics where it does not (METHOD.md's AdaIN rule)."""
+    other references' pooled statistics where it does not (the class-wise AdaIN rule of
+    docs/METHOD.md)."""
     with_cracks = references(sizes=((70, 90), (80, 60)), seed=20)
     no_crack, no_crack_label = scene(64, 64, 30, tint=(-20, 10, 30), crack=False)
     refs = References(
@@ -159,3 +160,29 @@ def test_per_reference_classwise_falls_back_to_the_other_references():
         rmean, rstd = pooled_stats(source, c)
         np.testing.assert_allclose(out[label == c].mean(0), rmean, atol=0.8, err_msg=f"class {c}")
         np.testing.assert_allclose(out[label == c].std(0), rstd, atol=0.8, err_msg=f"class {c}")
+
+
+def test_shared_parameters_are_inherited_from_colour_transfer():
+    """Reinhard and histogram matching take ColourTransfer's parameters, defaults and
+    docs (written once) and document only what is theirs; the registry sees them all."""
+    import inspect
+
+    from synth2real.methods.classwise import ColourTransfer
+    from synth2real.methods.registry import describe, parse_args_doc
+
+    shared = list(inspect.signature(ColourTransfer).parameters)
+    base_docs = parse_args_doc(ColourTransfer.__doc__)
+    for name, own in (("reinhard", ["color_space", "min_std"]), ("histmatch", [])):
+        params = describe(name)[1]
+        assert [p.name for p in params] == shared + own
+        for p in params:
+            if p.name in shared and p.name != "contrast":  # contrast: each says how it maps
+                assert p.doc == base_docs[p.name]
+    assert create_method("histmatch-cw", ring=3, min_pixels=5).params() == {
+        "mode": "class", "pooled": True, "min_pixels": 5, "ring": 3,
+        "thin_classes": "auto", "contrast": "match", "strength": 1.0,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="ring must be >= 1"):
+        create_method("reinhard", ring=0)
+    with pytest.raises(ConfigError, match="min_std must be > 0"):
+        create_method("reinhard", min_std=0)

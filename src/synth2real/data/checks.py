@@ -171,9 +171,7 @@ def inspect_dataset(
         An :class:`InspectReport`; problems are collected, never raised (except for
         those that stop the dataset from being opened at all).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from synth2real.data.readers import default_workers, open_dataset
+    from synth2real.data.readers import default_workers, open_dataset, parallel_map
 
     t0 = time.perf_counter()
     ds = (
@@ -190,11 +188,7 @@ def inspect_dataset(
             advance(1)
             return r
 
-        if workers == 1:
-            scans = [job(s) for s in samples]
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                scans = list(pool.map(job, samples))
+        scans = parallel_map(job, samples, workers)
 
     k = ds.classes.num_classes
     total = np.zeros(256, np.int64)

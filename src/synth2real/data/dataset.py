@@ -2,7 +2,7 @@
 
 Images are ``HxWx3 uint8 RGB``; decoded label maps are ``HxW uint8`` class indices with
 ``classes.ignore_index`` for unlabelled pixels. A dataset never loads pixels until asked,
-so opening a 100k-image dataset is cheap. Readers (``readers.py``) build datasets; the
+so opening a 100k-image dataset is cheap. Readers (``readers/``) build datasets; the
 writer (``writer.py``) writes translated copies.
 """
 

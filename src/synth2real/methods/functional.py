@@ -121,11 +121,6 @@ def to_colorspace(image: np.ndarray, color_space: str) -> np.ndarray:
     raise ValueError(f"unknown colour space {color_space!r} (lab or rgb)")
 
 
-def from_colorspace(x: np.ndarray, color_space: str) -> np.ndarray:
-    """Inverse of :func:`to_colorspace`, rounded and clipped to ``uint8`` RGB."""
-    return lab_to_rgb(x) if color_space == "lab" else to_uint8(x)
-
-
 # -- per-class moments (Reinhard) ---------------------------------------------------------
 @dataclass
 class Moments:
@@ -610,27 +605,3 @@ def fourier_domain_adaptation(image: np.ndarray, ref_amplitude: np.ndarray) -> n
             )
         out[..., k] = res.real
     return to_uint8(out)
-
-
-def fourier_domain_adaptation_reference(
-    image: np.ndarray, reference: np.ndarray, beta: float
-) -> np.ndarray:
-    """Plain float64 FDA on a reference of the *same size*, following the paper literally.
-
-    ``fftshift`` the full spectra, swap the centred square of half-width
-    ``floor(beta * min(H, W))`` (indices ``c-b .. c+b`` inclusive around the zero
-    frequency ``c = N // 2``), inverse transform, keep the real part. Slow; used by tests
-    to check :func:`fourier_domain_adaptation`.
-    """
-    h, w, _ = image.shape
-    if reference.shape != image.shape:
-        raise ValueError("the literal FDA needs a reference of the content's size")
-    b = fda_half_width(h, w, beta)
-    s = np.fft.fftshift(np.fft.fft2(image.astype(np.float64), axes=(0, 1)), axes=(0, 1))
-    r = np.fft.fftshift(np.fft.fft2(reference.astype(np.float64), axes=(0, 1)), axes=(0, 1))
-    amp, pha = np.abs(s), np.angle(s)
-    cy, cx = h // 2, w // 2
-    sl = (slice(cy - b, cy + b + 1), slice(cx - b, cx + b + 1))
-    amp[sl] = np.abs(r)[sl]
-    out = np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * pha), axes=(0, 1)), axes=(0, 1))
-    return to_uint8(out.real)

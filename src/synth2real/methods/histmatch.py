@@ -2,13 +2,14 @@
 
 Three presets of one class: ``histmatch`` (global), ``histmatch-cw`` (class-wise) and
 ``histmatch-cwc`` (class-wise, contrast-preserving for thin classes). On uint8 images
-the whole transfer is a lookup table per channel (and per class): two ``bincount``
-passes and one gather per channel, whatever the number of classes.
+the whole transfer is a lookup table per channel (and per class): one 2-D histogram
+(``cv2.calcHist`` of label and value) and one gather per channel, whatever the number of
+classes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -37,47 +38,20 @@ class HistogramMatching(ColourTransfer):
     ``CDF_content(v)``, interpolated between occupied reference levels and rounded (the
     scikit-image / albumentations rule, except that they truncate). Class-wise modes use
     each class's own CDFs; classes with fewer than ``min_pixels`` reference pixels, and
-    pixels of no class, get the global mapping.
+    pixels of no class, get the global mapping. The parameters are those of
+    :class:`~synth2real.methods.classwise.ColourTransfer`.
 
     Args:
-        mode: ``global`` (whole images), ``class`` (per class) or ``class-contrast`` (per
-            class, then thin classes re-set against their transferred surroundings).
-            Default ``global``; the presets ``histmatch-cw`` / ``histmatch-cwc`` set it.
-        pooled: ``True`` pools the histograms of all references; ``False`` uses the
-            reference chosen for each image (``--reference-choice``), with the other
-            references' pooled histograms for classes it lacks. Default ``True``.
-        min_pixels: reference pixels a class needs (over all references) to get its own
-            mapping; fewer falls back to the global mapping. Default ``64``.
-        ring: half-size in pixels of the square window whose non-class pixels are a thin
-            class pixel's surroundings (``class-contrast`` only). Default ``7``.
-        thin_classes: classes the contrast stage re-sets: ``auto`` (classes with at least
-            half their reference pixels within ``ring`` pixels of their boundary and at
-            most 20% of the reference area; decided on the image itself for classes no
-            reference holds) or comma-separated class names. Default ``auto``.
         contrast: ``match`` maps the distribution (quantiles, per LAB channel) of the
             content's class-vs-surroundings contrast onto the references'; ``preserve``
             keeps the content's contrast. Default ``match``.
-        strength: blend between the input (0) and the full transfer (1). Default ``1.0``.
     """
 
     color_space = "rgb"
 
-    def __init__(
-        self,
-        mode: Literal["global", "class", "class-contrast"] = "global",
-        pooled: bool = True,
-        min_pixels: int = 64,
-        ring: int = 7,
-        thin_classes: str | tuple[str, ...] = "auto",
-        contrast: Literal["match", "preserve"] = "match",
-        strength: float = 1.0,
-    ):
-        self._init_common(mode, pooled, min_pixels, ring, thin_classes, contrast, strength)
-        self._dists: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
     def prepare(self, references) -> None:  # noqa: D102 - see ColourTransfer.prepare
         super().prepare(references)
-        self._dists = {}
+        self._dists: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def _summarise(self, image: np.ndarray, label: np.ndarray | None, weight: float) -> np.ndarray:
         return F.class_histograms(image, label, weight)

@@ -37,48 +37,25 @@ class Reinhard(ColourTransfer):
     Statistics are computed in float32 CIELAB (never 8-bit LAB), pooled over all
     references as if each had the same area. Class-wise modes use, for each class, the
     reference pixels of that class; classes with fewer than ``min_pixels`` reference
-    pixels, and pixels of no class, get the global transfer.
+    pixels, and pixels of no class, get the global transfer. The parameters shared with
+    histogram matching are those of :class:`~synth2real.methods.classwise.ColourTransfer`.
 
     Args:
-        mode: ``global`` (whole images), ``class`` (per class) or ``class-contrast`` (per
-            class, then thin classes re-set against their transferred surroundings).
-            Default ``global``; the presets ``reinhard-cw`` / ``reinhard-cwc`` set it.
-        pooled: ``True`` pools the statistics of all references; ``False`` uses the
-            reference chosen for each image (``--reference-choice``), with the other
-            references' pooled statistics for classes it lacks. Default ``True``.
+        contrast: ``match`` maps the content's class-vs-surroundings contrast (mean and std
+            per LAB channel) onto the references'; ``preserve`` keeps the content's
+            contrast as it is. Default ``match``.
         color_space: ``lab`` (CIELAB, the method as published) or ``rgb`` (per RGB
             channel, as albumentations' PixelDistributionAdaptation ``standard``).
             Default ``lab``.
         min_std: floor of the content's standard deviation, in the working space's units
             (LAB: L in 0..100; RGB: 0..255), so flat regions do not get their noise
             amplified. Default ``1.0``.
-        min_pixels: reference pixels a class needs (over all references) to get its own
-            statistics; fewer falls back to the global transfer. Default ``64``.
-        ring: half-size in pixels of the square window whose non-class pixels are a thin
-            class pixel's surroundings (``class-contrast`` only). Default ``7``.
-        thin_classes: classes the contrast stage re-sets: ``auto`` (classes with at least
-            half their reference pixels within ``ring`` pixels of their boundary and at
-            most 20% of the reference area; decided on the image itself for classes no
-            reference holds) or comma-separated class names. Default ``auto``.
-        contrast: ``match`` maps the content's class-vs-surroundings contrast (mean and std
-            per LAB channel) onto the references'; ``preserve`` keeps the content's
-            contrast as it is. Default ``match``.
-        strength: blend between the input (0) and the full transfer (1). Default ``1.0``.
     """
 
     def __init__(
-        self,
-        mode: Literal["global", "class", "class-contrast"] = "global",
-        pooled: bool = True,
-        color_space: Literal["lab", "rgb"] = "lab",
-        min_std: float = 1.0,
-        min_pixels: int = 64,
-        ring: int = 7,
-        thin_classes: str | tuple[str, ...] = "auto",
-        contrast: Literal["match", "preserve"] = "match",
-        strength: float = 1.0,
+        self, *, color_space: Literal["lab", "rgb"] = "lab", min_std: float = 1.0, **common: Any
     ):
-        self._init_common(mode, pooled, min_pixels, ring, thin_classes, contrast, strength)
+        super().__init__(**common)
         if color_space not in ("lab", "rgb"):
             raise ConfigError(f"color_space must be 'lab' or 'rgb', got {color_space!r}")
         if float(min_std) <= 0:
