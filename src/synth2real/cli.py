@@ -890,7 +890,7 @@ def pilot_cmd(
     from synth2real.errors import ConfigError
     from synth2real.methods.registry import parse_param
     from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
-    from synth2real.pilot.runner import parse_jobs
+    from synth2real.pilot.config import parse_jobs
 
     method_params: dict = {}
     for item in param or []:
@@ -941,7 +941,7 @@ def demo_cmd(
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
     _omp_passive()
     from synth2real.pilot.demo import run_demo
-    from synth2real.pilot.runner import parse_jobs
+    from synth2real.pilot.config import parse_jobs
 
     result = run_demo(out, seeds=seeds, device=device, jobs=parse_jobs(jobs, device))
     Console().print(f"\n[bold]demo report[/]: {result.report.resolve()}")
