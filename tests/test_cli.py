@@ -2,7 +2,8 @@ from typer.testing import CliRunner
 
 from synth2real.cli import app
 
-runner = CliRunner()
+# the tables are drawn at the terminal's width; a wide one keeps every name on one line
+runner = CliRunner(env={"COLUMNS": "200"})
 
 
 def test_help_lists_every_command():

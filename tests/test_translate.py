@@ -263,6 +263,18 @@ def test_reference_names_subset_order_and_json_selection(data, tmp_path):
         load_references(data / "real", names="nope,img00")
 
 
+def test_references_from_an_open_dataset_equal_those_from_its_folder(data):
+    ds = open_dataset(data / "real").select(["img02", "img00"])
+    a = load_references(ds)
+    b = load_references(data / "real", names=["img02", "img00"])
+    assert a.names == b.names == ["img02", "img00"] and a.root == b.root == str(data / "real")
+    assert a.classes == b.classes
+    for x, y in zip(a.images + a.labels, b.images + b.labels, strict=True):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ConfigError, match="its own classes"):
+        load_references(ds, classes=ds.classes)
+
+
 def test_unlabelled_references_need_a_predictor_for_classwise_methods(data, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -5,6 +5,11 @@
     refs = load_references("real/", names=["a", "b"])
     method = create_method("reinhard-cw")
     summary = translate_dataset(open_dataset("synthetic/"), refs, method, "out/")
+    # or, from folders (what ``synth2real translate`` calls):
+    summary = translate_folder("synthetic/", "real/", "reinhard-cw", "out/")
+
+References are loaded and chosen in :mod:`synth2real.references` (``load_references``,
+``choose_references``; importable from here too).
 
 What this module guarantees, whatever the method:
 
@@ -31,7 +36,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -41,21 +46,25 @@ from typing import Any
 import numpy as np
 
 from synth2real import __version__
-from synth2real.data.classes import ClassSpec
 from synth2real.data.dataset import Dataset
 from synth2real.data.writer import DatasetWriter
 from synth2real.errors import ConfigError, DataError
 from synth2real.methods.base import Method, References, check_output, image_seed
 from synth2real.progress import progress_bar
-
-REFERENCE_CHOICES = ("round-robin", "random", "matched")
+from synth2real.references import (
+    REFERENCE_CHOICES,
+    check_classwise,
+    choose_references,
+    class_shares,
+    describe_references,
+    load_references,
+    reference_predictor,
+)
 
 log = logging.getLogger("synth2real.translate")
 
 #: test hook: seconds to sleep after each written image (lets tests kill a run mid-way)
 _SLEEP_ENV = "S2R_DEBUG_SLEEP_PER_IMAGE"
-
-Predictor = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 
 
 @dataclass
@@ -82,148 +91,6 @@ class TranslateSummary:
     shard: tuple[int, int] = (0, 1)
     method: str = ""
     total: int = field(default=0)
-
-
-# -- references ----------------------------------------------------------------------------
-def load_references(
-    path: str | Path,
-    names: Sequence[str] | str | None = None,
-    classes: ClassSpec | str | Path | None = None,
-    format: str | None = None,
-    class_map: Any = None,
-    predictor: Predictor | None = None,
-) -> References:
-    """Read reference images (and their label maps where they have them).
-
-    Args:
-        path: a dataset folder in any format :func:`~synth2real.data.readers.open_dataset`
-            reads, labelled or not (a plain folder of photos works).
-        names: the references to use, in this order: a list of sample names / file names,
-            or a selection string (``a,b,c``, a text file, ``splits.json:references``).
-            ``None`` takes every image.
-        classes: class spec of the label maps (ClassSpec or YAML path); default: the
-            dataset's own. For unlabelled folders, pass the content's class spec so
-            predicted label maps are read in the right classes.
-        format: dataset format; detected when ``None``.
-        class_map: class map (path or ClassMap) onto the content's classes.
-        predictor: ``images -> label maps`` for references without labels (``HxW`` class
-            indices of each image's size); those label maps are marked ``predicted``.
-
-    Returns:
-        :class:`References`; ``labels[i]`` is ``None`` for unlabelled images when no
-        predictor is given (class-wise methods then refuse them with a clear message).
-
-    Raises:
-        DataError: unreadable files, names not found, bad predicted label maps.
-    """
-    from synth2real.data.readers import open_dataset
-    from synth2real.data.select import parse_names
-
-    ds = open_dataset(path, format=format, classes=classes, class_map=class_map)
-    if names is not None:
-        if isinstance(names, str):
-            names = parse_names(names)
-        try:
-            ds = ds.select(list(names))
-        except KeyError as e:
-            raise DataError(path, f"references: {e.args[0]}") from None
-    if len(ds) == 0:
-        raise DataError(path, "no reference images")
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray | None] = []
-    for s in ds.samples:
-        img, lab = ds.pair(s)
-        images.append(img)
-        labels.append(lab)
-    predicted = [False] * len(images)
-    missing = [i for i, lab in enumerate(labels) if lab is None]
-    if missing and predictor is not None:
-        preds = list(predictor([images[i] for i in missing]))
-        if len(preds) != len(missing):
-            raise DataError(
-                path, f"the predictor returned {len(preds)} label maps for {len(missing)} images"
-            )
-        k, ignore = ds.classes.num_classes, ds.classes.ignore_index
-        for i, pred in zip(missing, preds, strict=True):
-            pred = np.asarray(pred)
-            name = ds.samples[i].image_path
-            if pred.shape != images[i].shape[:2]:
-                raise DataError(
-                    name,
-                    f"predicted label map {pred.shape} differs from the image {images[i].shape[:2]}",
-                )
-            if (
-                pred.dtype.kind not in "ui"
-                or ((pred >= k) & (pred != ignore)).any()
-                or (pred < 0).any()
-            ):
-                raise DataError(
-                    name, f"predicted label map must hold class indices 0..{k - 1} (or {ignore})"
-                )
-            labels[i] = pred.astype(np.uint8)
-            predicted[i] = True
-    return References(
-        images, labels, [s.name for s in ds.samples], ds.classes, predicted, root=str(Path(path))
-    )
-
-
-def _class_shares(label: np.ndarray | None, k: int) -> np.ndarray:
-    out = np.zeros(k)
-    if label is None:
-        return out
-    counts = np.bincount(label.reshape(-1), minlength=256)[:k].astype(np.float64)
-    total = counts.sum()
-    return counts / total if total else out
-
-
-def choose_references(
-    names: Sequence[str],
-    references: References,
-    strategy: str = "round-robin",
-    seed: int = 0,
-    content_shares: np.ndarray | None = None,
-) -> list[int]:
-    """The reference index for every content image, computed up front.
-
-    Args:
-        names: the content samples' names, in dataset order.
-        references: the prepared references.
-        strategy: ``round-robin`` (image ``i`` gets reference ``i mod R``), ``random``
-            (uniform, from ``image_seed(seed, "reference:" + name)``: independent of
-            order, workers and shards), or ``matched`` (the reference whose class-share
-            vector is closest in L1 distance to the image's; ties go round-robin among
-            the tied references).
-        seed: the run's seed (``random``).
-        content_shares: ``len(names) x K`` pixel shares per class (``matched`` only).
-
-    L1 distance between share vectors is twice the share of pixels that would have to
-    change class; unlike cosine similarity it is not dominated by the direction of the
-    largest class, so a reference with cracks wins over one without for an image with
-    cracks even when both are 95% background.
-    """
-    r = len(references)
-    if strategy == "round-robin":
-        return [i % r for i in range(len(names))]
-    if strategy == "random":
-        return [
-            int(np.random.default_rng(image_seed(seed, f"reference:{n}")).integers(r))
-            for n in names
-        ]
-    if strategy == "matched":
-        if not references.labelled:
-            raise ConfigError(
-                "--reference-choice matched needs label maps for every reference (given or predicted)"
-            )
-        if content_shares is None:
-            raise ConfigError("matched reference choice needs the content images' class shares")
-        ref_shares = references.class_frequencies()
-        out = []
-        for i, shares in enumerate(content_shares):
-            d = np.abs(ref_shares - shares[None]).sum(1)
-            tied = np.flatnonzero(d <= d.min() + 1e-12)
-            out.append(int(tied[i % len(tied)]))
-        return out
-    raise ConfigError(f"unknown reference choice {strategy!r}; choose one of {REFERENCE_CHOICES}")
 
 
 def plan_batches(
@@ -331,17 +198,6 @@ def _process(batch: list[tuple[int, int]]) -> list[dict]:
 
 
 # -- the runner ----------------------------------------------------------------------------
-def _fingerprint_arrays(arrays: Sequence[np.ndarray | None]) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-        else:
-            h.update(str(a.shape).encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 def _run_info(
     source: Dataset, references: References, method: Method, seed: int, choice: str, layout: str
 ) -> dict:
@@ -357,13 +213,7 @@ def _run_info(
             "names_sha256": names_hash,
             "classes": list(source.classes.names),
         },
-        "references": {
-            "root": references.root,
-            "names": list(references.names),
-            "predicted": list(references.predicted),
-            "images_sha256": _fingerprint_arrays(references.images),
-            "labels_sha256": _fingerprint_arrays(references.labels),
-        },
+        "references": describe_references(references),
         "seed": int(seed),
         "reference_choice": choice,
         "layout": layout,
@@ -464,23 +314,7 @@ def translate_dataset(
             workers,
         )
         workers = 1
-    if method.needs_reference_labels:
-        if not references.labelled:
-            method.prepare(references)  # raises the method's clear message
-        if references.classes.names != source.classes.names:
-            raise ConfigError(
-                f"method {method.name!r} is class-wise, but the references' classes "
-                f"{list(references.classes.names)} differ from the source's "
-                f"{list(source.classes.names)}: give the references a class spec or class "
-                "map onto the source's classes"
-            )
-        unlabelled = [s.image_path.name for s in source.samples if s.label_path is None]
-        if unlabelled:
-            raise DataError(
-                source.root,
-                f"method {method.name!r} is class-wise but {len(unlabelled)} source images "
-                f"have no label map ({', '.join(unlabelled[:3])} ...)",
-            )
+    check_classwise(method, references, source)
 
     names = [s.name for s in source.samples]
     shares = None
@@ -488,7 +322,7 @@ def translate_dataset(
         shares = np.zeros((len(source), source.classes.num_classes))
         with progress_bar(len(source), "class shares", progress, unit="img") as advance:
             for i, s in enumerate(source.samples):
-                shares[i] = _class_shares(source.label(s), source.classes.num_classes)
+                shares[i] = class_shares(source.label(s), source.classes.num_classes)
                 advance()
     assignment = choose_references(names, references, reference_choice, seed, shares)
 
@@ -595,3 +429,73 @@ def _run_pool(batches, workers, method, references, source, writer, info, record
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+# -- folders in, a translated dataset out (``synth2real translate``) -----------------------
+def translate_folder(
+    source: str | Path,
+    references: str | Path,
+    method: str,
+    out: str | Path,
+    *,
+    params: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    reference_names: Sequence[str] | str | None = None,
+    reference_labels_from: str | Path | None = None,
+    format: str | None = None,
+    classes: str | Path | None = None,
+    class_map: str | Path | None = None,
+    reference_format: str | None = None,
+    reference_classes: str | Path | None = None,
+    reference_class_map: str | Path | None = None,
+    **run: Any,
+) -> TranslateSummary:
+    """Translate the dataset folder ``source`` towards the photos in ``references`` with
+    the registry's ``method`` into ``out``: what ``synth2real translate`` does.
+
+    ``format`` / ``classes`` / ``class_map`` open the source; ``reference_names`` and the
+    ``reference_*`` options the references (:func:`load_references`). ``params`` are the
+    method's (typed, as ``parse_method_params`` gives them); ``model`` and ``device`` fill
+    the parameters of those names where ``params`` does not (``model`` is refused by a
+    method without one; ``device`` also runs ``reference_labels_from``, a checkpoint that
+    predicts the label maps of unlabelled references); ``run`` holds
+    :func:`translate_dataset`'s keywords (``seed``, ``workers``, ``resume``, ``shard`` ...).
+    """
+    from synth2real.data.readers import open_dataset
+    from synth2real.methods import create_method
+    from synth2real.methods.registry import describe
+
+    overrides = dict(params or {})
+    known = {p.name for p in describe(method)[1]}
+    for flag, key, value in (("--model", "model", model), ("--device", "device", device)):
+        if value is None or key in overrides:
+            continue
+        if key in known:
+            overrides[key] = value
+        elif flag == "--model":
+            raise ConfigError(f"--model applies to diffusion methods; {method!r} takes no model")
+    m = create_method(method, **overrides)
+    ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
+    predictor = None
+    if reference_labels_from is not None:
+        predictor = reference_predictor(reference_labels_from, ds.classes, device or "auto")
+    refs = load_references(
+        references,
+        names=reference_names,
+        classes=reference_classes
+        if reference_classes is not None
+        else (ds.classes if predictor is not None else None),
+        format=reference_format,
+        class_map=reference_class_map,
+        predictor=predictor,
+    )
+    if any(refs.predicted):
+        log.info(
+            "predicted label maps for %d unlabelled reference(s) with %s",
+            sum(refs.predicted),
+            reference_labels_from,
+        )
+    if not any(lab is not None for lab in refs.labels):
+        refs.classes = ds.classes  # unlabelled photos: nothing to disagree with
+    return translate_dataset(ds, refs, m, out, **run)

@@ -144,3 +144,24 @@ def test_stale_temp_files_are_removed(tmp_path):
     stale.write_bytes(b"partial")
     w.start({})
     assert not stale.exists()
+
+
+def test_changed_label_maps_are_written_decoded_and_manifests_read_back(tmp_path):
+    from synth2real.data.writer import read_manifest
+
+    src = open_dataset(write_generic(tmp_path / "syn", [(20, 30), (25, 17)]))
+    w = DatasetWriter(tmp_path / "out", src, "generic", copy_labels=False)
+    assert (w.plan.layout, w.plan.copy) == ("generic", False)
+    w.start({"method": "x"})
+    for s in src.samples:
+        img, lab = src.pair(s)
+        w.write(s, img[::2, ::2].copy(), lab[::2, ::2].copy())  # a resized copy
+        w.append((0, 1), {"name": s.name, "reference": "r0"})
+    out = open_dataset(tmp_path / "out")
+    for a, b in zip(src.samples, out.samples, strict=True):
+        np.testing.assert_array_equal(out.label(b), src.label(a)[::2, ::2])
+    assert read_manifest(tmp_path / "out") == []  # not merged yet
+    w.merge([s.name for s in src.samples])
+    assert [e["name"] for e in read_manifest(tmp_path / "out")] == [s.name for s in src.samples]
+    with pytest.raises(ConfigError, match="generic layout"):
+        DatasetWriter(tmp_path / "o2", src, "supervisely", copy_labels=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from synth2real.pilot.runner import PilotConfig, build_results, plan_runs
+from synth2real.pilot.config import PilotConfig
+from synth2real.pilot.results import build_results
+from synth2real.pilot.runs import plan_runs
 
 CLASSES = ["background", "cracks"]
 

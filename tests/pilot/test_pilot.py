@@ -11,6 +11,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from synth2real.errors import ConfigError, OutputExistsError
@@ -181,8 +182,60 @@ def test_bad_settings_fail_before_any_work(tmp_path):
         run_pilot(config(paths, budget={"iterationz": 3}), tmp_path / "b", progress=False)
     with pytest.raises(ConfigError, match="both references and test"):
         run_pilot(config(paths, test=paths["references"]), tmp_path / "c", progress=False)
-    for d in ("a", "b", "c"):
+    # a typo in --metric is found before anything is translated or trained
+    with pytest.raises(
+        ConfigError, match=r"no class 'lines'; the classes are \['background', 'line'\]"
+    ):
+        run_pilot(config(paths, metric="iou:lines"), tmp_path / "d", progress=False)
+    with pytest.raises(ConfigError, match="has no parameter"):
+        run_pilot(
+            config(paths, method_params={"reinhard": {"strenght": 1}}),
+            tmp_path / "e",
+            progress=False,
+        )
+    with pytest.raises(ConfigError, match=r"\['fda'\], which are not among the methods"):
+        run_pilot(
+            config(paths, method_params={"fda": {"beta": 0.1}}), tmp_path / "f", progress=False
+        )
+    for d in "abcdef":
         assert not (tmp_path / d).exists()  # nothing written: a corrected rerun just works
+
+
+def test_source_is_shrunk_once_through_the_dataset_writer(tmp_path):
+    import json as json_
+
+    from synth2real.data.readers import open_dataset
+    from synth2real.pilot.inputs import source_at_size
+    from synth2real.segment.sampling import downscale
+
+    paths = make_tiny_pilot_data(tmp_path / "data")
+    source = open_dataset(paths["source"]).select(["s03", "s01"])
+    assert source_at_size(source, 32, tmp_path / "c", progress=False) is source  # not larger
+    small = source_at_size(source, 16, tmp_path / "c", progress=False)
+    root = tmp_path / "c/source_max16"
+    assert [s.name for s in small] == ["s03", "s01"] and small.root == root
+    assert small.format == "generic" and small.classes == source.classes
+    for a, b in zip(source.samples, small.samples, strict=True):
+        img, lab = downscale(source.image(a), source.label(a), 16)
+        np.testing.assert_array_equal(small.image(b), img)
+        np.testing.assert_array_equal(small.label(b), lab)
+    run = json_.loads((root / "run.json").read_text())
+    assert run["method"] == "downscale" and run["params"] == {"max_size": 16}
+    # a second call (resume) keeps what is there and adds what is missing
+    stamp = (root / "images/s03.png").stat().st_mtime_ns
+    (root / "images/s01.png").unlink()
+    again = source_at_size(source, 16, tmp_path / "c", progress=False)
+    assert (root / "images/s03.png").stat().st_mtime_ns == stamp
+    assert (root / "images/s01.png").is_file() and len(again) == 2
+    # the same folder shrunk from another source is refused, not mixed in
+    other = open_dataset(paths["test"])
+    with pytest.raises(OutputExistsError, match="differs in: source"):
+        source_at_size(other, 16, tmp_path / "c", progress=False)
+    # a folder an earlier version shrank (no run.json) is adopted: its images are kept
+    (root / "run.json").unlink()
+    source_at_size(source, 16, tmp_path / "c", progress=False)
+    assert (root / "images/s03.png").stat().st_mtime_ns == stamp
+    assert (root / "run.json").is_file()
 
 
 @pytest.mark.browser
@@ -237,15 +290,17 @@ def test_browser_check_catches_a_broken_image(tmp_path):
 
 
 def test_test_set_is_decoded_once(tmp_path):
+    import pickle
+
+    from synth2real.data.dataset import CachedDataset
     from synth2real.data.readers import open_dataset
-    from synth2real.pilot.runner import cached_in_memory
 
     paths = make_tiny_pilot_data(tmp_path / "data")
     ds = open_dataset(paths["test"])
     calls = []
     real_pair = ds.pair
     ds.pair = lambda item: calls.append(item) or real_pair(item)
-    view = cached_in_memory(ds)
+    view = CachedDataset(ds)
     for _ in range(3):
         for s in view.samples:
             image, label = view.pair(s)
@@ -253,6 +308,17 @@ def test_test_set_is_decoded_once(tmp_path):
     assert view.image(0) is view.pair(0)[0] and view.label(1) is view.pair(1)[1]
     with pytest.raises(ValueError):
         image[0, 0] = 0  # read-only: the cache cannot be corrupted in place
+    # a view of the same format, classes and samples; a subset shares the cache
+    assert (view.format, view.classes, view.samples) == (ds.format, ds.classes, ds.samples)
+    assert view.decoder is ds.decoder  # format-specific attributes are the base's
+    sub = view.select([ds.samples[1].name])
+    assert isinstance(sub, CachedDataset) and sub.image(0) is view.image(1)
+    assert len(calls) == 3
+    # pickled for a worker process: without the decoded arrays, decoding again there
+    del ds.pair  # (the counting lambda cannot be pickled)
+    copy = pickle.loads(pickle.dumps(view))
+    assert copy._pairs == {} and len(copy) == 3
+    np.testing.assert_array_equal(copy.image(2), view.image(2))
 
 
 def test_parallel_jobs_train_the_same_runs_as_one_job(tiny, tmp_path):
@@ -285,7 +351,7 @@ def test_parallel_jobs_train_the_same_runs_as_one_job(tiny, tmp_path):
 
 def test_image_grid_shows_the_reference_each_image_was_translated_with(tiny):
     from synth2real.data.readers import open_dataset
-    from synth2real.pilot.report import collect_images, data_uri
+    from synth2real.pilot.figures import collect_images, data_uri
 
     paths, out, _ = tiny
     source = open_dataset(paths["source"])

@@ -4,8 +4,9 @@ from html.parser import HTMLParser
 
 import numpy as np
 
-from synth2real.pilot.report import bar_chart, data_uri, ordered_summary, overlay, render_report
-from synth2real.pilot.runner import results_csv
+from synth2real.pilot.figures import bar_chart, data_uri
+from synth2real.pilot.report import ordered_summary, render_report
+from synth2real.pilot.results import results_csv
 from tests.pilot.fakes import fake_results, plan_means
 
 METHODS = ["reinhard", "reinhard-cw"]
@@ -93,16 +94,6 @@ def test_bar_chart_whiskers_span_min_max():
     svg = bar_chart(ordered_summary(res), "iou:cracks", "t")
     assert svg.count("<rect") == 7  # 3 baselines + 2 x 2 methods
     assert svg.count("<circle") == 7 * 3  # one dot per seed
-
-
-def test_overlay_marks_only_foreground():
-    img = np.full((4, 4, 3), 100, np.uint8)
-    lab = np.zeros((4, 4), np.uint8)
-    lab[0, 0] = 1
-    lab[1, 1] = 255
-    out = overlay(img, lab, [(0, 0, 0), (0, 255, 0)])
-    assert (out[0, 0] != 100).any()
-    assert (out[2:, 2:] == 100).all() and (out[1, 1] == 100).all()
 
 
 def test_csv_has_one_row_per_run_with_class_columns():

@@ -52,9 +52,11 @@ def test_train_then_evaluate_end_to_end(tmp_path):
 def test_train_reports_bad_options(tmp_path):
     root = make_generic(tmp_path / "d", n=2, size=(32, 32))
     base = ["train", "--data", str(root), "--out", str(tmp_path / "r")]
-    res = runner.invoke(app, [*base, "--set", "iters=3"])
-    assert res.exit_code != 0 and "iters" in str(res.exception)
+    res = runner.invoke(app, [*base, "--set", "iterz=3"])
+    assert res.exit_code != 0 and "iterz" in str(res.exception)
     res = runner.invoke(app, [*base, "--crop", "abc"])
     assert "--crop" in str(res.exception)
+    res = runner.invoke(app, [*base, "--set", "lr=fast"])
+    assert "lr='fast'" in str(res.exception) and "a number" in str(res.exception)
     res = runner.invoke(app, [*base, "--names", "a", "--names", "b"])
     assert "once per --data" in str(res.exception)

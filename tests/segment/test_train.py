@@ -195,8 +195,9 @@ def test_bad_datasets_are_refused(data, tmp_path):
         train(data[0], _cfg(crop=48, model_kwargs={}), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="iterations"):
         _cfg(iterations=0)
-    with pytest.raises(ConfigError, match="unknown train option"):
-        TrainConfig.from_dict({"iters": 3})
+    with pytest.raises(ConfigError, match="unknown train option 'iterz'"):
+        TrainConfig.from_dict({"iterz": 3})
+    assert TrainConfig.from_dict({"iters": 3, "crop": "32x64"}).crop == (32, 64)  # aliases
 
 
 def test_frequency_class_weights_are_computed_and_stored(data, tmp_path):

@@ -2,8 +2,9 @@
 
 Images are ``HxWx3 uint8 RGB``; decoded label maps are ``HxW uint8`` class indices with
 ``classes.ignore_index`` for unlabelled pixels. A dataset never loads pixels until asked,
-so opening a 100k-image dataset is cheap. Readers (``readers/``) build datasets; the
-writer (``writer.py``) writes translated copies.
+so opening a 100k-image dataset is cheap (:class:`CachedDataset` keeps decoded pixels of
+a small set in RAM). Readers (``readers/``) build datasets; the writer (``writer.py``)
+writes translated copies.
 """
 
 from __future__ import annotations
@@ -216,3 +217,57 @@ class Dataset(Sequence[Sample]):
                 + (" ..." if len(missing) > 5 else "")
             )
         return self.subset([by_key[n] for n in names])
+
+
+class CachedDataset(Dataset):
+    """``base`` with every image and label map decoded once and kept in RAM.
+
+    For sets read again and again in one process, such as the test images a pilot scores
+    every run on (decoding JPEGs or Supervisely bitmaps costs a second or more per
+    pass); meant for tens to a few hundred images, not for training sets. The cached
+    arrays are read-only, so a consumer that would modify them in place fails loudly
+    instead of corrupting the cache. Samples, classes and format-specific attributes
+    are the base dataset's. Pickling (to a worker process) leaves the cache behind: each
+    process decodes once.
+    """
+
+    def __init__(self, base: Dataset):
+        super().__init__(base.root, base.samples, base.classes, base.problems)
+        self.base = base
+        self.format = base.format
+        self._pairs: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def __getattr__(self, name: str):
+        base = self.__dict__.get("base")  # absent while unpickling
+        if base is None:
+            raise AttributeError(name)
+        return getattr(base, name)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pairs": {}}
+
+    def pair(self, item: int | Sample) -> tuple[np.ndarray, np.ndarray | None]:
+        s = self.samples[item] if isinstance(item, int) else item
+        hit = self._pairs.get(s.name)
+        if hit is None:
+            image, label = self.base.pair(s)
+            for a in (image, label):
+                if a is not None:
+                    a.flags.writeable = False
+            hit = self._pairs[s.name] = (image, label)
+        return hit
+
+    def image(self, item: int | Sample) -> np.ndarray:
+        return self.pair(item)[0]
+
+    def label(self, item: int | Sample) -> np.ndarray | None:
+        return self.pair(item)[1]
+
+    def decode_label(self, sample: Sample) -> np.ndarray:
+        return self.base.decode_label(sample)
+
+    def subset(self, samples: Sequence[Sample]) -> CachedDataset:
+        """A cached view of ``base.subset(samples)`` sharing this view's cache."""
+        new = CachedDataset(self.base.subset(samples))
+        new._pairs = self._pairs
+        return new

@@ -101,16 +101,22 @@ def _decodes_as_spec(source: Dataset) -> bool:
     return (dec.colors or None) == (ref.colors or None) and getattr(dec, "id_channel", None) is None
 
 
-def plan_labels(source: Dataset, layout: str = "auto") -> LabelPlan:
+def plan_labels(source: Dataset, layout: str = "auto", copy_labels: bool = True) -> LabelPlan:
     """Choose the output layout and label handling for ``source`` (see module docstring).
 
     Args:
         source: the dataset being translated.
         layout: ``auto`` (the source's own layout where that is simple, else generic),
             ``generic`` or ``supervisely``.
+        copy_labels: ``False`` always writes the decoded label maps (generic layout):
+            for label maps that were changed, e.g. resized.
     """
     if layout not in ("auto", "generic", "supervisely"):
         raise ConfigError(f"layout must be auto, generic or supervisely, got {layout!r}")
+    if not copy_labels:
+        if layout == "supervisely":
+            raise ConfigError("label maps that are not copied are written in the generic layout")
+        return LabelPlan("generic", False, None, "label maps written as index PNGs")
     fmt = getattr(source, "format", "base")
     same_spec = _decodes_as_spec(source)
     if fmt == "supervisely" and layout in ("auto", "supervisely"):
@@ -150,6 +156,8 @@ class DatasetWriter:
         layout: ``auto``, ``generic`` or ``supervisely`` (see :func:`plan_labels`).
         protect: ``(description, folder)`` pairs ``out`` must not overlap (the
             references' folder), besides the source's.
+        copy_labels: ``False``: write the label maps given to :meth:`write` (see
+            :func:`plan_labels`).
     """
 
     def __init__(
@@ -158,11 +166,12 @@ class DatasetWriter:
         source: Dataset,
         layout: str = "auto",
         protect: Iterable[tuple[str, str | Path]] = (),
+        copy_labels: bool = True,
     ):
         self.out = Path(out)
         self.protect = [(what, Path(p)) for what, p in protect]
         self.classes: ClassSpec = source.classes
-        self.plan = plan_labels(source, layout)
+        self.plan = plan_labels(source, layout, copy_labels)
         self.source_root = Path(source.root)
 
     # -- paths ---------------------------------------------------------------------------
@@ -361,6 +370,12 @@ class DatasetWriter:
         text = "".join(json.dumps(entries[n], sort_keys=True) + "\n" for n in order)
         atomic_write_text(self.out / MANIFEST, text)
         return self.out / MANIFEST
+
+
+def read_manifest(folder: str | Path) -> list[dict]:
+    """The entries of ``folder/manifest.jsonl`` (one per image, source order); ``[]`` when
+    the folder holds no merged manifest (yet)."""
+    return read_jsonl(Path(folder) / MANIFEST)
 
 
 def read_jsonl(path: Path) -> list[dict]:

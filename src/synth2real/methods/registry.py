@@ -13,6 +13,7 @@ import importlib
 import inspect
 import re
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,4 +227,36 @@ def parse_args_doc(doc: str) -> dict[str, str]:
                 out[current] = m.group(3).strip()
             elif current and line.strip():
                 out[current] += " " + line.strip()
+    return out
+
+
+def parse_method_params(
+    items: Iterable[str] | None, method: str | None = None, *, option: str = "--param"
+) -> dict[str, dict[str, Any]]:
+    """``--param`` items -> ``{method: {parameter: value}}``: the one parser of method
+    parameters given as text (``translate --param``, ``pilot --param``).
+
+    An item is ``METHOD.KEY=VALUE``. With ``method`` given (a command that runs one
+    method), ``KEY=VALUE`` is short for ``method.KEY=VALUE``. Each value is read as the
+    parameter's type (:func:`parse_param`).
+
+    Raises:
+        ConfigError: naming the item: not ``[METHOD.]KEY=VALUE``, another method than
+            ``method``, an unknown method or parameter, a value of the wrong type.
+    """
+    form = "KEY=VALUE" if method is not None else "METHOD.KEY=VALUE"
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        name, dot, param = key.strip().rpartition(".")
+        if not sep or not param or (dot and not name) or (not dot and method is None):
+            raise ConfigError(f"{option}: expected {form}, got {item!r}")
+        name = name if dot else str(method)
+        if method is not None and name != method:
+            raise ConfigError(f"{option} {item}: this command runs {method!r}, not {name!r}")
+        try:
+            value = parse_param(name, param, raw)
+        except ConfigError as e:
+            raise ConfigError(f"{option} {item}: {e}") from None
+        out.setdefault(name, {})[param] = value
     return out

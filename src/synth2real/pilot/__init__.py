@@ -3,19 +3,23 @@
 ``run_pilot(PilotConfig(...), out)`` translates the synthetic data with each method,
 trains a model per setting x method x seed with one fixed budget, scores it on real test
 images and writes ``results.json``, ``results.csv`` and a self-contained ``report.html``.
+
+Modules: ``config`` (settings, budgets, checks before any work), ``inputs`` (datasets,
+the source at the training size, translations), ``runs`` (one run, many in processes),
+``results`` (JSON, CSV), ``verdict``, ``report`` and ``figures`` (the HTML report),
+``runner`` (:func:`run_pilot`, which ties them together), ``demo``.
 """
 
-from synth2real.pilot.runner import (
+from synth2real.pilot.config import (
     DEFAULT_BUDGET,
     QUICK_BUDGET,
     PilotConfig,
-    PilotResult,
-    RunSpec,
     parse_budget,
+    parse_jobs,
     parse_seeds,
-    plan_runs,
-    run_pilot,
 )
+from synth2real.pilot.runner import PilotResult, run_pilot
+from synth2real.pilot.runs import RunSpec, plan_runs
 from synth2real.pilot.verdict import SETTINGS, Verdict, decide
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "Verdict",
     "decide",
     "parse_budget",
+    "parse_jobs",
     "parse_seeds",
     "plan_runs",
     "run_pilot",

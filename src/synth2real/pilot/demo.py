@@ -12,7 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from synth2real.pilot.runner import PilotConfig, PilotResult, run_pilot
+from synth2real.pilot.config import PilotConfig
+from synth2real.pilot.runner import PilotResult, run_pilot
 
 #: Methods the demo compares (those not registered are skipped).
 DEMO_METHODS = ("reinhard", "reinhard-cw", "histmatch-cw")

@@ -4,177 +4,30 @@ Everything is inline: CSS in the template, images as base64 JPEG thumbnails, cha
 SVG drawn here. No script, no font or style from the internet, so the file opens the
 same way on an air-gapped laptop, in a mail attachment, or in CI's headless browser.
 
-:func:`write_report` renders ``results.json`` content (see :mod:`synth2real.pilot.runner`)
-plus thumbnails from the pilot's datasets into ``DIR/report.html``.
+:func:`write_report` renders ``results.json`` content (see :mod:`synth2real.pilot.results`)
+plus thumbnails from the pilot's datasets (:mod:`synth2real.pilot.figures`) into
+``DIR/report.html``.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import json
-import math
 from importlib import resources
 from pathlib import Path
 from string import Template
 from typing import Any
 
-import numpy as np
-
-from synth2real.data.io import atomic_write_text, encode_image
+from synth2real.data.io import atomic_write_text
+from synth2real.pilot.figures import bar_chart, collect_images, fmt
 from synth2real.pilot.machine import describe_machine
 from synth2real.pilot.verdict import BASELINES, PER_METHOD, SETTING_HELP, group_key, metric_label
-
-SETTING_COLORS = {
-    "source-only": "#8c93a3",
-    "real-only": "#d08c2a",
-    "source+real": "#5b7fbf",
-    "translated": "#86c0a6",
-    "translated+real": "#1e7d45",
-}
 
 esc = html.escape
 
 
 # ---------------------------------------------------------------------------------------
-# images
-# ---------------------------------------------------------------------------------------
-def thumbnail(image: np.ndarray, max_side: int = 256) -> np.ndarray:
-    """Downscale ``HxWx3 uint8`` so its longer side is at most ``max_side`` (area filter)."""
-    import cv2
-
-    h, w = image.shape[:2]
-    s = max_side / max(h, w)
-    if s >= 1:
-        return image
-    return cv2.resize(
-        image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
-    )
-
-
-def data_uri(image: np.ndarray, max_side: int = 256, quality: int = 82) -> str:
-    """``data:image/jpeg;base64,...`` of a thumbnail of ``image`` (``HxWx3 uint8``)."""
-    thumb = np.ascontiguousarray(thumbnail(image, max_side))
-    b64 = base64.b64encode(encode_image(thumb, "jpeg", quality)).decode("ascii")
-    return f"data:image/jpeg;base64,{b64}"
-
-
-def overlay(
-    image: np.ndarray,
-    label: np.ndarray,
-    palette: list,
-    ignore_index: int = 255,
-    alpha: float = 0.55,
-) -> np.ndarray:
-    """The label map drawn over the image: class colours blended at ``alpha``, background
-    (class 0) left as is, so thin classes stay visible. Returns ``HxWx3 uint8``."""
-    out = image.astype(np.float32).copy()
-    for c, color in enumerate(palette):
-        if c == 0:
-            continue
-        m = label == c
-        if m.any():
-            out[m] = (1 - alpha) * out[m] + alpha * np.asarray(color, np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def _references_used(tds) -> dict[str, str]:
-    """``{image name: reference name}`` from a translation's ``manifest.jsonl`` (empty when
-    there is none). Every method of a pilot uses the same choice (seed, round-robin)."""
-    path = Path(getattr(tds, "root", "")) / "manifest.jsonl"
-    out: dict[str, str] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        try:
-            e = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(e, dict) and e.get("name") and e.get("reference"):
-            out[str(e["name"])] = str(e["reference"])
-    return out
-
-
-def collect_images(data: dict, methods: list[str], n_rows: int = 4, max_side: int = 256) -> dict:
-    """Thumbnails for the report from the pilot's datasets.
-
-    Args:
-        data: ``{"source": Dataset, "references": Dataset, "translated": {method: Dataset}}``.
-        methods: the translation methods, in column order.
-        n_rows: how many synthetic images to show (evenly spread over the source).
-
-    Returns:
-        ``{"columns": [...], "rows": [[uri, ...], ...], "names": [...], "references":
-        [(name, uri), ...]}``.
-    """
-    source, refs = data["source"], data["references"]
-    translated = data.get("translated", {})
-    palette = source.classes.palette()
-    n = len(source)
-    # prefer images where every class is present (so class-wise effects are visible)
-    idx = _pick_rows(source, n_rows)
-    shown = [m for m in methods if m in translated]
-    used = _references_used(translated[shown[0]]) if shown else {}
-    ref_index = {s.name: i for i, s in enumerate(refs.samples)}
-    columns = ["synthetic", "label"] + shown + ["its reference" if used else "a reference"]
-    rows, names = [], []
-    for j, i in enumerate(idx):
-        s = source.samples[i]
-        img = source.image(i)
-        lab = source.label(i)
-        row = [data_uri(img, max_side)]
-        row.append(
-            data_uri(overlay(img, lab, palette, source.classes.ignore_index), max_side)
-            if lab is not None
-            else ""
-        )
-        for m in columns[2:-1]:
-            tds = translated[m]
-            try:
-                t = tds.select([s.name])
-                row.append(data_uri(t.image(0), max_side))
-            except KeyError:
-                row.append("")
-        r = ref_index.get(used.get(s.name, ""), j % len(refs))  # the one the methods used
-        row.append(data_uri(refs.image(r), max_side))
-        rows.append(row)
-        names.append(s.name)
-    ref_thumbs = [(s.name, data_uri(refs.image(i), 200)) for i, s in enumerate(refs.samples[:24])]
-    return {
-        "columns": columns,
-        "rows": rows,
-        "names": names,
-        "references": ref_thumbs,
-        "n_source": n,
-    }
-
-
-def _pick_rows(source, n_rows: int) -> list[int]:
-    n = len(source)
-    if n <= n_rows:
-        return list(range(n))
-    candidates = np.linspace(0, n - 1, num=min(n, n_rows * 4)).round().astype(int).tolist()
-    k = source.classes.num_classes
-    scored = []
-    for i in dict.fromkeys(candidates):
-        lab = source.label(i)
-        present = 0 if lab is None else int((np.bincount(lab.ravel(), minlength=256)[:k] > 0).sum())
-        scored.append((-present, i))
-    scored.sort()
-    return sorted(i for _, i in scored[:n_rows])
-
-
-# ---------------------------------------------------------------------------------------
 # formatting helpers
 # ---------------------------------------------------------------------------------------
-def _f(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.{digits}f}"
-
-
 def _secs(v: Any) -> str:
     if v is None:
         return "–"
@@ -274,7 +127,7 @@ def _gains_table(results: dict) -> str:
         for metric in metrics:
             st = tr.get(metric)
             cells += (
-                f"<td>{_f(st['mean'] if st else None)}</td>"
+                f"<td>{fmt(st['mean'] if st else None)}</td>"
                 f"<td>{_delta(st, (sr or {}).get(metric))}</td>"
                 f"<td>{_delta(st, (ro or {}).get(metric))}</td>"
                 f"<td>{_delta((t or {}).get(metric), (so or {}).get(metric))}</td>"
@@ -301,85 +154,6 @@ def _budget_line(budget: dict) -> str:
         if k in budget and budget[k] is not None
     ]
     return ", ".join(parts) if parts else "budget: see Setup"
-
-
-def bar_chart(rows: list[dict], metric: str, title: str) -> str:
-    """Horizontal bars (mean) with a min..max whisker and one dot per seed, as inline SVG."""
-    rows = [r for r in rows if r.get(metric) and r[metric]["n"]]
-    if not rows:
-        return ""
-    left, right, bar_w, row_h, top = 250, 90, 520, 24, 34
-    width = left + bar_w + right
-    height = top + row_h * len(rows) + 26
-    vmax = max(max(r[metric]["max"] for r in rows), 1e-6)
-    axis = _nice_ceiling(vmax)
-    x = lambda v: left + bar_w * (v / axis)  # noqa: E731
-    parts = [
-        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{esc(title)}" '
-        f'xmlns="http://www.w3.org/2000/svg" font-family="system-ui, DejaVu Sans, sans-serif" font-size="12">',
-        f'<text x="{left}" y="18" font-size="14" font-weight="600" fill="#1d2330">{esc(title)}</text>',
-    ]
-    step = _tick_step(axis)
-    t = 0.0
-    while t <= axis + 1e-9:
-        xx = x(t)
-        parts.append(
-            f'<line x1="{xx:.1f}" y1="{top - 6}" x2="{xx:.1f}" y2="{top + row_h * len(rows)}" stroke="#e3e6ec"/>'
-        )
-        parts.append(
-            f'<text x="{xx:.1f}" y="{height - 8}" text-anchor="middle" fill="#5d6678">{t:.2f}</text>'
-        )
-        t += step
-    for i, r in enumerate(rows):
-        y = top + i * row_h
-        st = r[metric]
-        color = SETTING_COLORS.get(r["setting"], "#888")
-        label = group_key(r["setting"], r["method"])
-        parts.append(
-            f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" fill="#1d2330">{esc(label)}</text>'
-        )
-        parts.append(
-            f'<rect x="{left}" y="{y + 4}" width="{max(0.5, x(st["mean"]) - left):.1f}" height="{row_h - 8}" '
-            f'fill="{color}" rx="2"><title>{esc(label)}: mean {_f(st["mean"])}, '
-            f"min {_f(st['min'])}, max {_f(st['max'])}, std {_f(st['std'])}</title></rect>"
-        )
-        if st["n"] > 1:
-            cy = y + row_h / 2
-            parts.append(
-                f'<line x1="{x(st["min"]):.1f}" y1="{cy:.1f}" x2="{x(st["max"]):.1f}" y2="{cy:.1f}" '
-                f'stroke="#1d2330" stroke-width="1.5"/>'
-            )
-            for end in (st["min"], st["max"]):
-                parts.append(
-                    f'<line x1="{x(end):.1f}" y1="{cy - 5:.1f}" x2="{x(end):.1f}" y2="{cy + 5:.1f}" '
-                    f'stroke="#1d2330" stroke-width="1.5"/>'
-                )
-            for val in st["values"]:
-                if val is not None:
-                    parts.append(
-                        f'<circle cx="{x(val):.1f}" cy="{cy:.1f}" r="2.6" fill="#fff" stroke="#1d2330"/>'
-                    )
-        parts.append(
-            f'<text x="{left + bar_w + 8}" y="{y + 16}" fill="#1d2330">{_f(st["mean"])}'
-            + (f' <tspan fill="#5d6678">±{_f(st["std"])}</tspan>' if st["n"] > 1 else "")
-            + "</text>"
-        )
-    parts.append("</svg>")
-    return f'<div class="chart">{"".join(parts)}</div>'
-
-
-def _nice_ceiling(v: float) -> float:
-    for c in (0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
-        if v <= c + 1e-9:
-            return c
-    return math.ceil(v)
-
-
-def _tick_step(axis: float) -> float:
-    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0):
-        if axis / step <= 8:
-            return step
-    return axis / 5
 
 
 def _metrics_table(results: dict, rows: list[dict]) -> str:
@@ -413,11 +187,11 @@ def _metrics_table(results: dict, rows: list[dict]) -> str:
                 ' class="best"' if best[m] is not None and abs(st["mean"] - best[m]) < 1e-12 else ""
             )
             spread = (
-                f'<br><span class="spread">±{_f(st["std"])} [{_f(st["min"])}..{_f(st["max"])}]</span>'
+                f'<br><span class="spread">±{fmt(st["std"])} [{fmt(st["min"])}..{fmt(st["max"])}]</span>'
                 if st["n"] > 1
                 else ""
             )
-            cells.append(f"<td{cls}>{_f(st['mean'])}{spread}</td>")
+            cells.append(f"<td{cls}>{fmt(st['mean'])}{spread}</td>")
         label = r["setting"]
         body.append(
             f'<tr><td class="l" title="{esc(SETTING_HELP.get(label, ""))}">{esc(label)}</td>'
@@ -579,8 +353,3 @@ def write_report(
     path = out / name
     atomic_write_text(path, render_report(results, images))
     return path
-
-
-def load_results(path: str | Path) -> dict:
-    """Read a pilot's ``results.json``."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))

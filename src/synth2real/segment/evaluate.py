@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from synth2real.data.dataset import Dataset
 from synth2real.data.io import atomic_write_bytes, write_image_atomic
 from synth2real.errors import ConfigError, DataError
 from synth2real.progress import progress_bar
 from synth2real.segment import metrics
-from synth2real.segment.infer import as_model, overlay, predict_mask
+from synth2real.segment.draw import mask_png, overlay
+from synth2real.segment.infer import as_model, predict_mask
 from synth2real.segment.models import SegmentationModel
 
 
@@ -70,18 +70,6 @@ class EvalResult:
         }
 
 
-def _mask_png(mask: np.ndarray, palette: list[tuple[int, int, int]]) -> bytes:
-    import io
-
-    mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    im = Image.frombytes("P", (mask.shape[1], mask.shape[0]), mask.tobytes())
-    flat = [v for c in palette for v in c]
-    im.putpalette(flat + [0, 0, 0] * (256 - len(palette)))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
 def evaluate(
     checkpoint_or_model: str | Path | SegmentationModel,
     dataset: Dataset,
@@ -99,7 +87,8 @@ def evaluate(
         dataset: a labelled dataset with the checkpoint's classes.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
         save_dir: when given, writes ``masks/<name>.png`` (index PNG with the class
-            palette) and ``overlays/<name>.jpg`` (prediction blended over the image),
+            palette) and ``overlays/<name>.jpg`` (prediction blended over the image,
+            see :func:`synth2real.segment.draw.overlay`),
             and ``scores.json``, atomically.
         progress: show a progress bar.
         tile: largest side inferred at once; larger images are tiled (default 1024).
@@ -142,7 +131,7 @@ def evaluate(
             pred = predict_mask(model, image, tile=tile, max_size=max_size)
             cm += metrics.confusion_matrix(pred, label, k, classes.ignore_index)
             if save is not None:
-                atomic_write_bytes(save / "masks" / f"{s.name}.png", _mask_png(pred, palette))
+                atomic_write_bytes(save / "masks" / f"{s.name}.png", mask_png(pred, palette))
                 write_image_atomic(
                     save / "overlays" / f"{s.name}.jpg", overlay(image, pred, palette)
                 )

@@ -124,17 +124,3 @@ def predict_probs(
 def predict_mask(model: SegmentationModel, image: np.ndarray, **kw: Any) -> np.ndarray:
     """``HxW uint8`` predicted class indices of ``image`` (see :func:`predict_probs`)."""
     return predict_probs(model, image, **kw).argmax(0).to(torch.uint8).cpu().numpy()
-
-
-def overlay(
-    image: np.ndarray, mask: np.ndarray, palette: list[tuple[int, int, int]], alpha: float = 0.5
-) -> np.ndarray:
-    """Blend class colours over ``image`` (``HxWx3 uint8``); classes coloured black are not drawn."""
-    pal = np.asarray(palette, dtype=np.float32)
-    m = np.minimum(mask, len(pal) - 1)
-    colour = pal[m]
-    draw = (colour.sum(axis=2, keepdims=True) > 0) & (mask < len(pal))[..., None]
-    out = np.where(
-        draw, image.astype(np.float32) * (1 - alpha) + colour * alpha, image.astype(np.float32)
-    )
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -16,7 +16,6 @@ shorter side is capped to ``max_size``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import signal
@@ -24,10 +23,9 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -42,9 +40,10 @@ from synth2real.segment.checkpoint import (
     read_tensors,
     save_checkpoint,
 )
+from synth2real.segment.config import RUNTIME_FIELDS, TrainConfig
 from synth2real.segment.device import resolve_device, torch_threads
-from synth2real.segment.losses import LOSSES, class_weights_from_frequencies, segmentation_loss
-from synth2real.segment.models import create_model, get_model_entry
+from synth2real.segment.losses import class_weights_from_frequencies, segmentation_loss
+from synth2real.segment.models import create_model
 from synth2real.segment.sampling import (
     SampleLoader,
     augment,
@@ -54,178 +53,6 @@ from synth2real.segment.sampling import (
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "last.safetensors"
-SCHEDULES = ("cosine", "poly", "constant")
-CLASS_WEIGHTINGS = ("none", "frequency")
-
-# fields that change how fast a run goes, not what it computes: a run may resume with
-# different values
-_RUNTIME_FIELDS = ("device", "num_threads", "cache", "cache_max_gb", "save_every", "prefetch")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in the checkpoint).
-
-    Args:
-        model: registered model name (default ``"small-unet"``; see ``list_models()``).
-        model_kwargs: architecture options of the model (default ``{}``).
-        pretrained: pretrained weights: ``None`` (default) the model's default when
-            reachable, else random init with a warning; ``False`` random init; a hub id
-            or local folder (an error when not found).
-        iterations: optimizer steps (default 2000).
-        batch_size: crops per step (default 8).
-        crop: training crop size in pixels, ``int`` or ``(height, width)``, a multiple of
-            the model stride (default 256; 32 for both models).
-        scale_range: random scale factors ``(min, max)``, drawn log-uniformly before
-            cropping (default ``(0.75, 1.5)``).
-        hflip: random horizontal flips (default True).
-        vflip: random vertical flips (default False; fine for top-down imagery).
-        color_jitter: brightness/contrast/saturation jitter strength in ``[0, 1)``
-            (default 0: off, because it would blur the colour differences between
-            translation methods that a pilot compares).
-        lr: peak learning rate of AdamW (default ``None``: the model's own, 2e-3 for
-            small-unet, 6e-5 for segformer).
-        weight_decay: AdamW weight decay on conv/linear weights (default 0.01).
-        warmup: linear warm-up iterations (default 50, at most a tenth of the run).
-        schedule: ``"cosine"`` (default, to 1 % of ``lr``), ``"poly"`` (power 0.9) or
-            ``"constant"``, after the warm-up.
-        loss: ``"ce+dice"`` (default: cross-entropy + soft Dice over present classes,
-            robust to rare thin classes), ``"ce"`` or ``"dice"``.
-        dice_weight: factor of the Dice term in ``"ce+dice"`` (default 1.0).
-        class_weighting: ``"none"`` (default) or ``"frequency"``: cross-entropy weights
-            ``median(f) / f_c`` from the training labels' pixel shares, clipped to
-            ``max_class_weight``.
-        max_class_weight: upper bound of a class weight (default 10).
-        real_fraction: probability of drawing from the *last* dataset (the real
-            references) when ``train(weights=None)``; the others share the rest in
-            proportion to their size (default ``None``: all in proportion to size).
-        seed: seed of initialisation, sampling and augmentation (default 0).
-        device: ``"auto"`` (default: cuda, mps, else cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
-        num_threads: CPU threads for torch during the run (default ``None``: unchanged).
-        amp: mixed precision on CUDA (bf16 where supported, else fp16) (default True).
-        channels_last: NHWC memory layout, ~1.3x faster convolutions on CPU (default True).
-        max_size: shorter-side cap applied when images are decoded (default 1024;
-            ``None``: full size). Crops are taken from the capped images.
-        cache: keep decoded images in RAM across iterations and runs (default True).
-        cache_max_gb: RAM budget of that cache (default 4.0).
-        save_every: iterations between training-state checkpoints (default 250).
-        prefetch: prepare the next batch (decode, augment) in a background thread while
-            the current one trains (default True; the batches are the same either way).
-    """
-
-    model: str = "small-unet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained: bool | str | None = None
-    iterations: int = 2000
-    batch_size: int = 8
-    crop: int | tuple[int, int] = 256
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    hflip: bool = True
-    vflip: bool = False
-    color_jitter: float = 0.0
-    lr: float | None = None
-    weight_decay: float = 0.01
-    warmup: int = 50
-    schedule: str = "cosine"
-    loss: str = "ce+dice"
-    dice_weight: float = 1.0
-    class_weighting: str = "none"
-    max_class_weight: float = 10.0
-    real_fraction: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None
-    amp: bool = True
-    channels_last: bool = True
-    max_size: int | None = 1024
-    cache: bool = True
-    cache_max_gb: float = 4.0
-    save_every: int = 250
-    prefetch: bool = True
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def crop_hw(self) -> tuple[int, int]:
-        c = self.crop
-        if isinstance(c, int):
-            return (c, c)
-        h, w = c
-        return (int(h), int(w))
-
-    @property
-    def effective_lr(self) -> float:
-        return float(self.lr) if self.lr is not None else get_model_entry(self.model).default_lr
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field."""
-        get_model_entry(self.model)
-
-        def bad(name: str, why: str) -> None:
-            raise ConfigError(f"TrainConfig.{name}: {why} (got {getattr(self, name)!r})")
-
-        if isinstance(self.crop, (list, tuple)):
-            if len(self.crop) != 2:
-                bad("crop", "an int or (height, width)")
-            self.crop = (int(self.crop[0]), int(self.crop[1]))
-        if min(self.crop_hw) < 8:
-            bad("crop", "must be >= 8 pixels")
-        if self.iterations < 1:
-            bad("iterations", "must be >= 1")
-        if self.batch_size < 1:
-            bad("batch_size", "must be >= 1")
-        lo, hi = (float(v) for v in self.scale_range)
-        if not 0 < lo <= hi:
-            bad("scale_range", "needs 0 < min <= max")
-        self.scale_range = (lo, hi)
-        if not 0 <= self.color_jitter < 1:
-            bad("color_jitter", "must be in [0, 1)")
-        if self.lr is not None and not self.lr > 0:
-            bad("lr", "must be > 0")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
-        if self.warmup < 0:
-            bad("warmup", "must be >= 0")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"must be one of {SCHEDULES}")
-        if self.loss not in LOSSES:
-            bad("loss", f"must be one of {LOSSES}")
-        if self.class_weighting not in CLASS_WEIGHTINGS:
-            bad("class_weighting", f"must be one of {CLASS_WEIGHTINGS}")
-        if self.max_class_weight < 1:
-            bad("max_class_weight", "must be >= 1")
-        if self.real_fraction is not None and not 0 <= self.real_fraction <= 1:
-            bad("real_fraction", "must be in [0, 1]")
-        if self.max_size is not None and self.max_size < 8:
-            bad("max_size", "must be >= 8 or None")
-        if self.save_every < 1:
-            bad("save_every", "must be >= 1")
-        if self.num_threads is not None and self.num_threads < 1:
-            bad("num_threads", "must be >= 1 or None")
-        if not isinstance(self.model_kwargs, dict):
-            bad("model_kwargs", "must be a dict")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown train option(s) {unknown}; options: {sorted(names)}")
-        d = dict(d)
-        for k in ("crop", "scale_range"):
-            if isinstance(d.get(k), list):
-                d[k] = tuple(d[k])
-        return cls(**d)
-
-    def result_dict(self) -> dict[str, Any]:
-        """The fields that determine the result (what a resumed run must share)."""
-        return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
 
 
 @dataclass
@@ -353,7 +180,7 @@ class _DeferredInterrupt:
 
 def _same_run(meta: dict, run: dict) -> list[str]:
     """Keys of ``run`` whose stored value differs (empty: the same run)."""
-    stored_cfg = {k: v for k, v in meta.get("train_config", {}).items() if k not in _RUNTIME_FIELDS}
+    stored_cfg = {k: v for k, v in meta.get("train_config", {}).items() if k not in RUNTIME_FIELDS}
     diff = [
         f"train_config.{k}"
         for k in run["train_config"]

@@ -1,0 +1,172 @@
+"""``synth2real pilot`` and ``synth2real demo``: options in, the pilot run, the report out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, omp_passive
+
+
+def pilot_cmd(
+    source: Annotated[
+        Path, typer.Option("--source", help="Labelled synthetic images (dataset folder).")
+    ],
+    references: Annotated[
+        Path, typer.Option("--references", help="Labelled real references (dataset folder).")
+    ],
+    test: Annotated[
+        Path,
+        typer.Option(
+            "--test",
+            help="Labelled real test images (dataset folder; may be the references' folder with --test-names).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output folder (translations, runs, results, report.html)."),
+    ],
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods", help="Comma-separated translation methods (see `synth2real methods`)."
+        ),
+    ] = "reinhard,reinhard-cw",
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Number of training seeds (3 -> 0,1,2) or a comma list.")
+    ] = "3",
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Subset of --references: FILE (one name a line), FILE.json:KEY, or a,b,c.",
+        ),
+    ] = None,
+    test_names: Annotated[
+        str | None, typer.Option("--test-names", help="Subset of --test (same syntax).")
+    ] = None,
+    source_names: Annotated[
+        str | None, typer.Option("--source-names", help="Subset of --source (same syntax).")
+    ] = None,
+    source_limit: Annotated[
+        int | None,
+        typer.Option("--source-limit", help="Use a fixed random subset of N synthetic images."),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Short training budget for a first look (cannot separate close methods).",
+        ),
+    ] = False,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget",
+            help="Training budget overrides, e.g. iterations=600,batch=8,crop=256x512,max_size=512 "
+            "(the keys and forms of train --set; repeatable).",
+        ),
+    ] = None,
+    real_ratio: Annotated[
+        float,
+        typer.Option(
+            "--real-ratio",
+            help="Share of each batch drawn from the references in the +real settings.",
+        ),
+    ] = 0.5,
+    model: Annotated[
+        str, typer.Option("--model", help="Segmentation model (small-unet, segformer).")
+    ] = "small-unet",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", help="Translation worker processes.")] = 1,
+    jobs: Annotated[
+        str,
+        typer.Option(
+            "--jobs",
+            help="Training runs at once, each in its own process: N or auto (1 on a GPU, "
+            "one per CPU core up to 4 on a CPU).",
+        ),
+    ] = "auto",
+    metric: Annotated[
+        str, typer.Option("--metric", help="What the verdict is judged on: miou or iou:<class>.")
+    ] = "miou",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Method parameter, METHOD.KEY=VALUE (repeatable)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Keep translations (and the source shrunk to the training size) here, to share them between pilots; default: inside --out.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the pilot in --out: finished runs and translations are kept."
+        ),
+    ] = False,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+) -> None:
+    """Run the pilot: translate, train and score every setting, write the HTML report.
+
+    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
+    """
+    omp_passive()
+    from synth2real.data.select import parse_names
+    from synth2real.methods.registry import parse_method_params
+    from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
+    from synth2real.pilot.config import parse_jobs
+
+    cfg = PilotConfig(
+        source=source,
+        references=references,
+        test=test,
+        methods=[m for m in methods.split(",") if m.strip()],
+        seeds=seeds,
+        budget=parse_budget(budget, QUICK_BUDGET if quick else DEFAULT_BUDGET),
+        budget_name=("quick" if quick else "default") + ("+custom" if budget else ""),
+        source_names=parse_names(source_names) if source_names else None,
+        reference_names=parse_names(reference_names) if reference_names else None,
+        test_names=parse_names(test_names) if test_names else None,
+        source_limit=source_limit,
+        real_ratio=real_ratio,
+        model=model,
+        device=device,
+        workers=workers,
+        jobs=parse_jobs(jobs, device),
+        metric=metric,
+        format=format,
+        classes=str(classes) if classes else None,
+        class_map=str(class_map) if class_map else None,
+        method_params=parse_method_params(param),
+        cache_dir=cache_dir,
+    )
+    result = run_pilot(cfg, out, resume=resume)
+    Console(soft_wrap=True).print(  # paths whole, whatever the terminal's width
+        escape(f"report: {result.report}\nresults: {result.results_json}, {result.results_csv}")
+    )
+
+
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
+    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds.")] = 2,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "cpu",
+    jobs: Annotated[
+        str, typer.Option("--jobs", help="Training runs at once: N or auto (see pilot --help).")
+    ] = "auto",
+) -> None:
+    """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
+    omp_passive()
+    from synth2real.pilot.config import parse_jobs
+    from synth2real.pilot.demo import run_demo
+
+    result = run_demo(out, seeds=seeds, device=device, jobs=parse_jobs(jobs, device))
+    Console(soft_wrap=True).print(f"\n[bold]demo report[/]: {escape(str(result.report.resolve()))}")

@@ -1,0 +1,269 @@
+"""``synth2real train`` and ``synth2real evaluate``: options in, a checkpoint / scores out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, console
+
+
+def train_cmd(
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            "--data",
+            help="Labelled dataset folder; repeat to mix several (e.g. translated, then real).",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (model.safetensors, model.json).")
+    ],
+    names: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--names",
+            help="Use only these samples of the --data at the same position: FILE (one name a line), "
+            "FILE.json:key (e.g. splits.json:references) or a,b,c; 'all' for every sample.",
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            help="Sampling probability of each --data, e.g. 0.5,0.5 (default: by size).",
+        ),
+    ] = None,
+    real_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--real-fraction",
+            help="Probability of drawing from the last --data (the real references).",
+        ),
+    ] = None,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML file of train options (the TrainConfig fields)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="small-unet (CPU, default) or segformer (GPU).")
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            "--pretrained",
+            help="Pretrained weights: hub id or local folder; 'none' for random init.",
+        ),
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", help="Optimizer steps (default 2000).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Crops per step (default 8).")
+    ] = None,
+    crop: Annotated[
+        str | None,
+        typer.Option("--crop", help="Crop size: 256, HxW like 256x512, or [256, 512]."),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Peak learning rate (default: the model's).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Any train option as key=value, several separated by commas (e.g. "
+            "loss=ce,max_size=512,crop=256x512; the same keys and forms as pilot --budget); "
+            "repeatable.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue a stopped run in --out (default) or start afresh.",
+        ),
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train a segmentation model on a dataset (optionally mixed with real references).
+
+    Example: translated synthetic data and 10 real references, half and half:
+    synth2real train --data out/reinhard --data cracks/validation
+    --names all --names cracks/splits.json:references --weights 0.5,0.5 --out runs/m
+    """
+    import json
+    import time
+
+    from synth2real.errors import ConfigError
+    from synth2real.segment.config import (
+        make_config,
+        parse_setting,
+        parse_settings,
+        read_settings_file,
+    )
+    from synth2real.segment.train import train
+
+    base = read_settings_file(config) if config is not None else None
+    settings = parse_settings(set_, base, option="--set")
+    if crop is not None:
+        settings["crop"] = parse_setting("crop", crop, option="--crop")
+    if pretrained is not None:
+        settings["pretrained"] = (
+            False if pretrained.lower() in ("none", "false", "random") else pretrained
+        )
+    given = {
+        "model": model, "iterations": iterations, "batch_size": batch_size, "lr": lr,
+        "seed": seed, "device": device, "num_threads": threads, "real_fraction": real_fraction,
+    }  # fmt: skip
+    cfg = make_config(
+        settings, option="train options", **{k: v for k, v in given.items() if v is not None}
+    )
+    datasets = _open_all(data, names, format, classes, class_map, require_labels=True)
+    w = None
+    if weights is not None:
+        try:
+            w = [float(v) for v in weights.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--weights expects numbers separated by commas, got {weights!r}"
+            ) from None
+    t0 = time.perf_counter()
+    result = train(datasets, cfg, out, weights=w, resume=resume, progress=not json_out)
+    summary = {
+        "checkpoint": str(result.checkpoint),
+        "iterations": result.iterations,
+        "resumed_from": result.resumed_from,
+        "seconds": round(result.seconds, 2),
+        "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 5),
+        "wall_seconds_this_call": round(time.perf_counter() - t0, 2),
+    }
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    if result.resumed_from == result.iterations:
+        console.print(
+            f"[green]already trained[/]: {result.checkpoint} (use --no-resume to retrain)"
+        )
+    else:
+        console.print(
+            f"[green]trained[/] {cfg.model} for {result.iterations} iterations in "
+            f"{result.seconds:.0f} s (loss {summary['final_loss']:.4f}): {result.checkpoint}"
+        )
+
+
+def evaluate_cmd(
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="A model.safetensors written by train.")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled dataset folder (real test images).")
+    ],
+    names: Annotated[
+        str | None,
+        typer.Option(
+            "--names",
+            help="Score only these samples: FILE, FILE.json:key (splits.json:test) or a,b,c.",
+        ),
+    ] = None,
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-predictions",
+            help="Write masks/<name>.png, overlays/<name>.jpg and scores.json here.",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the scores as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Score a checkpoint on a labelled real set: per-class IoU, mIoU, confusion matrix.
+
+    Every image is predicted at its own resolution; pixels labelled ignore_index are not
+    scored; a class absent from both the labels and the predictions is left out of mIoU.
+    """
+    import json
+
+    from synth2real.segment.evaluate import evaluate
+
+    (dataset,) = _open_all([data], [names] if names else None, format, classes, class_map, True)
+    result = evaluate(
+        checkpoint, dataset, device=device, save_dir=save_predictions, progress=not json_out
+    )
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    out = Console()
+    support = result.confusion.sum(axis=1)
+    table = Table(
+        title=f"{checkpoint} on {data} ({result.num_images} images)", title_justify="left"
+    )
+    table.add_column("class", style="bold")
+    table.add_column("IoU", justify="right")
+    table.add_column("pixels (truth)", justify="right")
+    table.add_column("predicted", justify="right")
+    predicted = result.confusion.sum(axis=0)
+    total = max(1, int(support.sum()))
+    for i, name in enumerate(result.class_names):
+        iou = result.iou[i]
+        table.add_row(
+            name,
+            "-" if iou != iou else f"{iou:.4f}",
+            f"{support[i] / total:.2%}",
+            f"{predicted[i] / total:.2%}",
+        )
+    table.add_section()
+    table.add_row("mIoU", f"{result.miou:.4f}", "", "")
+    table.add_row("pixel accuracy", f"{result.pixel_accuracy:.4f}", "", "")
+    out.print(table)
+    out.print(
+        f"[dim]{result.seconds:.1f} s; '-' = class absent from labels and predictions (not in mIoU)[/]"
+    )
+    if save_predictions is not None:
+        out.print(f"predictions: {escape(str(save_predictions))}", soft_wrap=True)
+
+
+def _open_all(paths, names, format, classes, class_map, require_labels):
+    """Open each dataset and apply the ``--names`` at the same position."""
+    from synth2real.data.readers import open_dataset
+    from synth2real.data.select import parse_names
+    from synth2real.errors import ConfigError
+
+    names = list(names or [])
+    if names and len(names) != len(paths):
+        raise ConfigError(
+            f"give --names once per --data, in the same order ({len(paths)} --data, {len(names)} --names); "
+            "use 'all' for a dataset used whole"
+        )
+    out = []
+    for i, p in enumerate(paths):
+        ds = open_dataset(p, format=format, classes=classes, class_map=class_map)
+        spec = names[i] if names else "all"
+        if spec.strip().lower() != "all":
+            try:
+                ds = ds.select(parse_names(spec))
+            except KeyError as e:
+                raise ConfigError(f"--names {spec}: {e.args[0]}") from None
+        if require_labels and not ds.has_labels:
+            missing = [s.name for s in ds.samples if s.label_path is None]
+            raise ConfigError(
+                f"{p}: {len(missing)} selected image(s) have no label (e.g. {missing[:3]})"
+            )
+        out.append(ds)
+    return out

@@ -1,0 +1,180 @@
+"""``synth2real translate``: options in, :func:`synth2real.translate.translate_folder` called."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, console, show_library_log
+
+
+def translate_cmd(
+    source: Annotated[Path, typer.Option("--source", help="The (synthetic) dataset to translate.")],
+    references: Annotated[
+        Path,
+        typer.Option(
+            "--references", help="Folder of real reference images (any format, labelled or not)."
+        ),
+    ],
+    method: Annotated[
+        str, typer.Option("--method", help="Method name (see `synth2real methods`).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (a translated copy of the dataset).")
+    ],
+    reference_names: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-names",
+            help="Which references: a,b,c | FILE (one name a line) | FILE.json:KEY (e.g. splits.json:references).",
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="Method parameter KEY=VALUE or METHOD.KEY=VALUE (repeatable); see "
+            "`synth2real methods NAME`.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Run seed (per image: seed + sample name).")
+    ] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Processes for CPU methods.")] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a stopped run of the same configuration.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a different run in --out.")
+    ] = False,
+    reference_choice: Annotated[
+        str,
+        typer.Option(
+            "--reference-choice",
+            help="Reference per image: round-robin, random (seeded) or matched (closest class shares).",
+        ),
+    ] = "round-robin",
+    format: FormatOpt = None,
+    classes: ClassesOpt = None,
+    class_map: ClassMapOpt = None,
+    reference_format: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-format", help="Format of the references folder; detected when omitted."
+        ),
+    ] = None,
+    reference_classes: Annotated[
+        Path | None,
+        typer.Option("--reference-classes", help="Class spec YAML of the references' label maps."),
+    ] = None,
+    reference_class_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-class-map", help="Class map of the references onto the source's classes."
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: translate only shard I of N (0-based); automatic under accelerate launch.",
+        ),
+    ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="Output layout: auto (the source's where simple), generic or supervisely.",
+        ),
+    ] = "auto",
+    reference_labels_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference-labels-from",
+            help="A model.safetensors (from `synth2real train`) that predicts label maps for "
+            "references without labels, so class-wise methods can use unlabelled photos.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Diffusion methods: Stable Diffusion weights, a hub id or a local folder in "
+            "diffusers layout (same as --param model=...).",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="auto, cpu, cuda, cuda:1, mps: for diffusion methods and "
+            "--reference-labels-from (default auto).",
+        ),
+    ] = None,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="Do not draw a progress bar.")
+    ] = False,
+) -> None:
+    """Translate a synthetic dataset towards real reference images.
+
+    Writes a translated copy of --source into --out (same names, sizes and labels) with a
+    manifest.jsonl recording the method, parameters, reference and seed of every image.
+    References without label maps work with global methods; class-wise methods need
+    --reference-labels-from CHECKPOINT to predict them.
+    """
+    from synth2real.methods.registry import parse_method_params
+    from synth2real.translate import translate_folder
+
+    show_library_log()
+    summary = translate_folder(
+        source,
+        references,
+        method,
+        out,
+        params=parse_method_params(param, method).get(method, {}),
+        model=model,
+        device=device,
+        reference_names=reference_names,
+        reference_labels_from=reference_labels_from,
+        format=format,
+        classes=classes,
+        class_map=class_map,
+        reference_format=reference_format,
+        reference_classes=reference_classes,
+        reference_class_map=reference_class_map,
+        seed=seed,
+        reference_choice=reference_choice,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not no_progress,
+        shard=parse_shard(shard),
+        layout=layout,
+    )
+    msg = (
+        f"[bold]{escape(summary.method)}[/]: {summary.written} written, {summary.skipped} "
+        f"already done -> {escape(str(summary.out))}"
+    )
+    if summary.written:
+        msg += f" ({summary.seconds_per_image:.3f} s/image)"
+    console.print(msg)
+    if summary.manifest is None:
+        console.print(
+            "[dim]other shards are unfinished: manifest.jsonl is written by the last one[/]"
+        )
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    """``"1/4"`` -> ``(1, 4)``; ``None`` stays ``None``."""
+    from synth2real.errors import ConfigError
+
+    if spec is None:
+        return None
+    i, sep, n = spec.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        raise ConfigError(f"--shard expects I/N (e.g. 0/4), got {spec!r}")
+    return int(i), int(n)

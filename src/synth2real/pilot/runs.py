@@ -1,0 +1,256 @@
+"""The pilot's training runs: the plan, one run, and many runs in worker processes.
+
+A run is one setting x method x seed (:class:`RunSpec`): it trains a model on the
+setting's data with the pilot's budget (``segment.train.train``), scores it on the test
+images (``segment.evaluate.evaluate``) and writes ``OUT/<relpath>/result.json``
+atomically. A run counts as finished when that file exists with the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from synth2real.data.io import atomic_write_text
+from synth2real.errors import OutputExistsError
+from synth2real.pilot.config import PilotConfig, make_train_config
+from synth2real.pilot.console import say
+from synth2real.pilot.verdict import BASELINES, PER_METHOD
+
+#: called in the pilot's process as each run ends: ``(plan index, spec, record, skipped)``
+Finished = Callable[[int, "RunSpec", dict, bool], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a setting, its method (``None`` for the baselines) and a seed."""
+
+    setting: str
+    method: str | None
+    seed: int
+
+    @property
+    def relpath(self) -> str:
+        mid = f"{self.method}/" if self.method else ""
+        return f"runs/{self.setting}/{mid}seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.setting}" + (f" [{self.method}]" if self.method else "") + f" seed {self.seed}"
+        )
+
+
+def plan_runs(methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    """Every run of a pilot, seed-major: one seed of every setting comes first, so an
+    interrupted pilot already holds a full (one-seed) picture."""
+    runs = []
+    for seed in seeds:
+        runs += [RunSpec(s, None, seed) for s in BASELINES]
+        for m in methods:
+            if m == "none":
+                continue
+            runs += [RunSpec(s, m, seed) for s in PER_METHOD]
+    return runs
+
+
+@dataclass
+class Runs:
+    """What every training run of one pilot shares. Worker processes get it with every
+    task without ``data`` (the datasets travel once, to the worker's initializer, and are
+    put back from :data:`_WORKER`)."""
+
+    cfg: PilotConfig
+    out: Path
+    budget_id: str
+    budget: dict
+    translations: dict
+    data: dict | None = None
+
+
+def run_one(spec: RunSpec, runs: Runs, progress: bool) -> dict:
+    """Train and score one run; write and return its record (``result.json``)."""
+    from synth2real.segment import evaluate as eval_mod
+    from synth2real.segment import train as train_mod  # looked up per call: tests patch it
+
+    cfg, out, data = runs.cfg, runs.out, runs.data
+    assert data is not None
+    source, refs, test = data["source"], data["references"], data["test"]
+    # mixes put the references last: train() draws them with probability real_fraction
+    real_fraction = None
+    if spec.setting == "source-only":
+        datasets = [source]
+    elif spec.setting == "real-only":
+        datasets = [refs]
+    elif spec.setting == "source+real":
+        datasets, real_fraction = [source, refs], cfg.real_ratio
+    elif spec.setting == "translated":
+        datasets = [data["translated"][spec.method]]
+    elif spec.setting == "translated+real":
+        datasets, real_fraction = [data["translated"][spec.method], refs], cfg.real_ratio
+    else:  # pragma: no cover - plan_runs only makes the five settings
+        raise ValueError(spec.setting)
+    run_dir = out / spec.relpath
+    tcfg = make_train_config(cfg, spec.seed, real_fraction)
+    t0 = time.perf_counter()
+    try:  # continue a run stopped mid-training
+        tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=True, progress=progress)
+    except OutputExistsError as e:
+        # the pilot owns this folder and pilot.json pins budget and data, so a mismatch
+        # means stale files (a moved pilot folder, a rebuilt cache): train afresh
+        say(f"[yellow]{escape(spec.label)}: {escape(str(e))}; training afresh[/]", progress)
+        tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=False, progress=progress)
+    wall = time.perf_counter() - t0
+    ev = eval_mod.evaluate(tres.checkpoint, test, device=cfg.device, progress=progress)
+    names = list(ev.class_names)
+    iou = {n: _num(v) for n, v in zip(names, list(ev.iou), strict=True)}
+    losses = list(getattr(tres, "losses", []) or [])
+    tinfo = runs.translations.get(spec.method) if spec.method else None
+    record = {
+        "setting": spec.setting,
+        "method": spec.method,
+        "seed": spec.seed,
+        "miou": _num(ev.miou),
+        "pixel_accuracy": _num(ev.pixel_accuracy),
+        "iou": iou,
+        "train_seconds": _num(getattr(tres, "seconds", None)) or round(wall, 3),
+        "eval_seconds": _num(getattr(ev, "seconds", None)),
+        "iterations": getattr(tres, "iterations", None),
+        "final_loss": _num(losses[-1]) if losses else None,
+        "translate_seconds_per_image": tinfo.get("seconds_per_image") if tinfo else None,
+        "real_fraction": real_fraction,
+        "train_images": sum(len(d) for d in datasets),
+        "test_images": len(test),
+        "checkpoint": _rel(tres.checkpoint, out),
+        "budget_id": runs.budget_id,
+        "budget": runs.budget,
+        "model": cfg.model,
+        "device": cfg.device,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(run_dir / "result.json", json.dumps(record, indent=2))
+    return record
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else round(f, 6)
+
+
+def _rel(p, out: Path) -> str | None:
+    if p is None:
+        return None
+    p = Path(p)
+    try:
+        return str(p.resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(p)
+
+
+def load_finished(spec: RunSpec, out: Path, budget_id: str) -> dict | None:
+    """The result of a finished run with this budget, or ``None``."""
+    path = out / spec.relpath / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # half-written by hand or corrupt: redo the run
+    return rec if rec.get("budget_id") == budget_id else None
+
+
+def run_all(
+    todo: list[tuple[int, RunSpec]],
+    runs: Runs,
+    jobs: int,
+    progress: bool,
+    finished: Finished,
+    total: int,
+) -> int:
+    """Train ``todo`` (``(plan index, spec)`` pairs), one after the other or in ``jobs``
+    processes; ``finished`` is called as each ends. Returns the runs trained."""
+    jobs = min(jobs, len(todo))
+    if jobs > 1:
+        return _run_parallel(todo, jobs, runs, progress, finished, total)
+    for k, spec in todo:
+        say(f"[bold green]run {k + 1} of {total}[/]: {escape(spec.label)}", progress)
+        finished(k, spec, run_one(spec, runs, progress), False)
+    return len(todo)
+
+
+# -- parallel runs: one process per job ------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(threads: int, data: dict) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["data"] = data  # the test set's cache was left behind: decoded once per worker
+
+
+def _worker_run(k: int, spec: RunSpec, runs: Runs) -> tuple[int, dict]:
+    return k, run_one(spec, dataclasses.replace(runs, data=_WORKER["data"]), False)
+
+
+def _run_parallel(
+    todo: list[tuple[int, RunSpec]],
+    jobs: int,
+    runs: Runs,
+    progress: bool,
+    finished: Finished,
+    total: int,
+) -> int:
+    """Train ``todo`` in ``jobs`` spawned processes; ``finished`` is called in the parent as
+    each run ends. Every run writes its own ``result.json`` (atomically), so a stopped
+    pilot resumes exactly as a sequential one does."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from synth2real.progress import progress_bar
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    assert runs.data is not None
+    say(f"training {len(todo)} runs, {jobs} at a time ({threads} torch thread(s) each)", progress)
+    specs = dict(todo)
+    ran = 0
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=mp.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads, runs.data),
+    ) as pool:
+        pending = {
+            pool.submit(_worker_run, k, spec, dataclasses.replace(runs, data=None))
+            for k, spec in todo
+        }
+        bar = progress_bar(len(todo), "training runs", enabled=progress)
+        try:
+            with bar as advance:
+                while pending:
+                    complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in complete:
+                        k, rec = f.result()  # a failed run raises here
+                        ran += 1
+                        finished(k, specs[k], rec, False)
+                        advance()
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+    say(f"{ran} of {total} runs trained in this call", progress)
+    return ran
