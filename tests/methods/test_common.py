@@ -104,3 +104,56 @@ def test_cli_values_are_parsed_to_the_parameter_types():
         parse_param("reinhard", "contrast", "sharpen")
     with pytest.raises(ConfigError, match="no parameter"):
         parse_param("fda", "alpha", "1")
+
+
+def test_inherit_parameters_merges_signature_and_args_docs():
+    """A subclass taking ``**common`` gets its parent's parameters first, then its own,
+    and an ``Args:`` section with the parent's entries (its own where it redefines one)."""
+    import inspect
+
+    from synth2real.methods.base import Method, inherit_parameters
+    from synth2real.methods.registry import parse_args_doc
+
+    class Parent(Method):
+        """Parent.
+
+        Args:
+            alpha: first, in 0..1. Default ``0.5``.
+            beta: second. Default ``2``.
+        """
+
+        def __init__(self, alpha: float = 0.5, beta: int = 2):
+            super().__init__()
+            self.alpha, self.beta = alpha, beta
+
+        def __init_subclass__(cls, **kwargs):
+            super().__init_subclass__(**kwargs)
+            inherit_parameters(cls, cls.__mro__[1])
+
+        def apply(self, image, label, ref):
+            return image
+
+    class Child(Parent):
+        """Child.
+
+        Args:
+            beta: second, said more precisely. Default ``2``.
+            gamma: own. Default ``"x"``.
+
+        Returns nothing in particular.
+        """
+
+        def __init__(self, *, gamma: str = "x", **common):
+            super().__init__(**common)
+            self.gamma = gamma
+
+    sig = inspect.signature(Child)
+    assert list(sig.parameters) == ["alpha", "beta", "gamma"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in sig.parameters.values())
+    assert sig.parameters["alpha"].annotation is float
+    assert sig.parameters["alpha"].default == 0.5
+    docs = parse_args_doc(Child.__doc__)
+    assert list(docs) == ["alpha", "beta", "gamma"]
+    assert docs["alpha"].startswith("first, in 0..1") and "more precisely" in docs["beta"]
+    assert Child.__doc__.rstrip().endswith("Returns nothing in particular.")
+    assert Child(alpha=0.1, gamma="y").params() == {"alpha": 0.1, "beta": 2, "gamma": "y"}

@@ -258,28 +258,26 @@ class ClassMap:
         missing_names: list[str] = []
         n_names = 0
 
-        def put_id(rid: int, target: int, what) -> None:
-            if not 0 <= rid <= MAX_RAW_ID:
-                raise DataError(self.source, f"raw id {rid} outside 0..{MAX_RAW_ID}")
-            if rid in owner_id and owner_id[rid] != target:
+        def claim(owner: dict, key: int | Color, target: int, what: str) -> None:
+            """Record ``key -> target``; a raw value mapped onto two classes is an error."""
+            if key in owner and owner[key] != target:
                 raise DataError(
                     self.source,
-                    f"{what} is mapped to both {self.classes.names[owner_id[rid]]!r} and "
+                    f"{what} is mapped to both {self._tname(owner[key])!r} and "
                     f"{self._tname(target)!r}",
                 )
-            owner_id[rid] = target
+            owner[key] = target
+
+        def put_id(rid: int, target: int, what: str) -> None:
+            if not 0 <= rid <= MAX_RAW_ID:
+                raise DataError(self.source, f"raw id {rid} outside 0..{MAX_RAW_ID}")
+            claim(owner_id, rid, target, what)
             lut[rid] = target
             for c in color_of_id.get(rid, []):
                 put_col(c, target, what)
 
-        def put_col(c: Color, target: int, what) -> None:
-            if c in owner_col and owner_col[c] != target:
-                raise DataError(
-                    self.source,
-                    f"{what} is mapped to both {self._tname(owner_col[c])!r} and "
-                    f"{self._tname(target)!r}",
-                )
-            owner_col[c] = target
+        def put_col(c: Color, target: int, what: str) -> None:
+            claim(owner_col, c, target, what)
             colors[c] = target
 
         for target, values in self.mapping:

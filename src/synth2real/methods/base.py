@@ -6,7 +6,8 @@ image of exactly the same size. Parameters are plain ``__init__`` arguments, doc
 in the class docstring (``Args:`` section) with their defaults, or the fields of a
 parameter dataclass the class names as ``config_class`` (documented in its docstring);
 the registry reads them from there, so the CLI, presets and docs cannot drift from the
-code.
+code. A family of methods whose parameters are shared writes them once, in its base
+class, and hands them on with :func:`inherit_parameters`.
 
 Shapes: ``image`` is ``HxWx3 uint8 RGB``; ``label`` is ``HxW uint8`` class indices with
 ``classes.ignore_index`` for pixels of no class.
@@ -234,6 +235,85 @@ def _init_params(cls: type) -> list[inspect.Parameter]:
         for p in sig.parameters.values()
         if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
+
+
+# -- inherited parameters ------------------------------------------------------------------
+def inherit_parameters(cls: type, parent: type) -> None:
+    """Give method class ``cls`` the parameters and ``Args:`` documentation of ``parent``.
+
+    For subclasses whose ``__init__(self, *, own..., **common)`` passes ``**common`` on to
+    ``parent``: the signature becomes ``parent``'s parameters followed by ``cls``'s own
+    (all keyword-only, with evaluated annotations), and the docstring's ``Args:`` section
+    lists ``parent``'s entries (replaced by ``cls``'s own entry for a parameter it
+    documents again) and then ``cls``'s others. The registry, ``synth2real methods NAME``
+    and ``help()`` read both, so a shared parameter is written and documented once.
+    Call it from the parent's ``__init_subclass__``.
+    """
+    if "__init__" in vars(cls):
+        _extend_signature(cls.__init__, parent.__init__)
+    cls.__doc__ = _extend_args_doc(cls.__doc__ or "", parent.__doc__ or "")
+
+
+def _extend_signature(init: Any, parent_init: Any) -> None:
+    """Give ``init(self, *, own..., **common)`` the signature and evaluated annotations
+    of ``parent_init``'s parameters followed by its own (keyword-only, as it takes them).
+
+    A subclass ``__init__`` without ``**common`` spells out its signature and is left as
+    it is.
+    """
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())
+    var_kw = [p for p in params if p.kind is p.VAR_KEYWORD]
+    if not var_kw:
+        return
+    own = [p for p in params[1:] if p.kind is p.KEYWORD_ONLY]
+    names = {p.name for p in own}
+    inherited = [
+        p.replace(kind=p.KEYWORD_ONLY)
+        for p in list(inspect.signature(parent_init).parameters.values())[1:]
+        if p.name not in names
+    ]
+    hints = {**typing.get_type_hints(parent_init), **typing.get_type_hints(init)}
+    merged = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inherited + own]
+    init.__signature__ = sig.replace(parameters=[params[0], *merged])
+    init.__annotations__ = {p.name: hints[p.name] for p in merged if p.name in hints}
+    init.__annotations__["return"] = None
+
+
+def _args_entries(doc: str) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """Split a Google-style docstring: (lines before ``Args:``, {name: entry lines},
+    lines after the section); the lines are dedented (``inspect.cleandoc``)."""
+    lines = inspect.cleandoc(doc).splitlines()
+    if "Args:" not in lines:
+        return lines, {}, []
+    start = lines.index("Args:")
+    entries: dict[str, list[str]] = {}
+    end = len(lines)
+    for i in range(start + 1, len(lines)):
+        line = lines[i]
+        if line and not line.startswith(" "):
+            end = i
+            break
+        if line.startswith("    ") and not line.startswith("     ") and ":" in line:
+            entries[line.split(":", 1)[0].strip()] = [line]
+        elif entries and line.strip():
+            entries[list(entries)[-1]].append(line)
+    return lines[:start], entries, lines[end:]
+
+
+def _extend_args_doc(doc: str, parent_doc: str) -> str:
+    """``doc`` whose ``Args:`` section lists ``parent_doc``'s entries (in their order, each
+    replaced by ``doc``'s own entry for it where there is one), then ``doc``'s others."""
+    head, own, rest = _args_entries(doc)
+    _, inherited, _ = _args_entries(parent_doc)
+    entries = {k: own.get(k, v) for k, v in inherited.items()}
+    entries.update((k, v) for k, v in own.items() if k not in entries)
+    if not entries:
+        return doc
+    body = [line for lines in entries.values() for line in lines]
+    while head and not head[-1].strip():
+        head.pop()
+    return "\n".join([*head, "", "Args:", *body, *([""] + rest if rest else [])]) + "\n"
 
 
 def check_output(image: np.ndarray, out: np.ndarray, method: str) -> np.ndarray:

@@ -28,8 +28,6 @@ Modes:
 
 from __future__ import annotations
 
-import inspect
-import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,7 +36,7 @@ import numpy as np
 
 from synth2real.errors import ConfigError
 from synth2real.methods import functional as F
-from synth2real.methods.base import Method, References
+from synth2real.methods.base import Method, References, inherit_parameters
 
 Mode = Literal["global", "class", "class-contrast"]
 MODES = ("global", "class", "class-contrast")
@@ -157,8 +155,8 @@ class ColourTransfer(Method):
     parameters takes them keyword-only, ``__init__(self, *, extra=..., **common)``, passes
     ``**common`` on, and documents only its own (or an inherited one it describes more
     precisely) under ``Args:``; :meth:`__init_subclass__` then gives the class the full
-    signature and ``Args:`` section, which the registry, ``synth2real methods NAME`` and
-    ``help()`` read.
+    signature and ``Args:`` section (:func:`~synth2real.methods.base.inherit_parameters`),
+    which the registry, ``synth2real methods NAME`` and ``help()`` read.
     """
 
     #: working space of the first stage, "lab" or "rgb"
@@ -197,10 +195,7 @@ class ColourTransfer(Method):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        parent = cls.__mro__[1]
-        if "__init__" in vars(cls):
-            _extend_signature(cls.__init__, parent.__init__)
-        cls.__doc__ = _extend_args_doc(cls.__doc__ or "", parent.__doc__ or "")
+        inherit_parameters(cls, cls.__mro__[1])
 
     # -- subclass hooks ------------------------------------------------------------------
     def _summarise(self, image: np.ndarray, label: np.ndarray | None, weight: float) -> Any:
@@ -441,66 +436,3 @@ def _select_rows(own: Any, other: Any, use_own: np.ndarray) -> Any:
             np.where(m[:, None], own.sum2, other.sum2),
         )
     return np.where(use_own.reshape((-1,) + (1,) * (own.ndim - 1)), own, other)
-
-
-# -- inherited parameters ------------------------------------------------------------------
-def _extend_signature(init: Any, parent_init: Any) -> None:
-    """Give ``init(self, *, own..., **common)`` the signature and evaluated annotations
-    of ``parent_init``'s parameters followed by its own (keyword-only, as it takes them).
-
-    A subclass ``__init__`` without ``**common`` spells out its signature and is left as
-    it is.
-    """
-    sig = inspect.signature(init)
-    params = list(sig.parameters.values())
-    var_kw = [p for p in params if p.kind is p.VAR_KEYWORD]
-    if not var_kw:
-        return
-    own = [p for p in params[1:] if p.kind is p.KEYWORD_ONLY]
-    names = {p.name for p in own}
-    inherited = [
-        p.replace(kind=p.KEYWORD_ONLY)
-        for p in list(inspect.signature(parent_init).parameters.values())[1:]
-        if p.name not in names
-    ]
-    hints = {**typing.get_type_hints(parent_init), **typing.get_type_hints(init)}
-    merged = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inherited + own]
-    init.__signature__ = sig.replace(parameters=[params[0], *merged])
-    init.__annotations__ = {p.name: hints[p.name] for p in merged if p.name in hints}
-    init.__annotations__["return"] = None
-
-
-def _args_entries(doc: str) -> tuple[list[str], dict[str, list[str]], list[str]]:
-    """Split a Google-style docstring: (lines before ``Args:``, {name: entry lines},
-    lines after the section); the lines are dedented (``inspect.cleandoc``)."""
-    lines = inspect.cleandoc(doc).splitlines()
-    if "Args:" not in lines:
-        return lines, {}, []
-    start = lines.index("Args:")
-    entries: dict[str, list[str]] = {}
-    end = len(lines)
-    for i in range(start + 1, len(lines)):
-        line = lines[i]
-        if line and not line.startswith(" "):
-            end = i
-            break
-        if line.startswith("    ") and not line.startswith("     ") and ":" in line:
-            entries[line.split(":", 1)[0].strip()] = [line]
-        elif entries and line.strip():
-            entries[list(entries)[-1]].append(line)
-    return lines[:start], entries, lines[end:]
-
-
-def _extend_args_doc(doc: str, parent_doc: str) -> str:
-    """``doc`` whose ``Args:`` section lists ``parent_doc``'s entries (in their order, each
-    replaced by ``doc``'s own entry for it where there is one), then ``doc``'s others."""
-    head, own, rest = _args_entries(doc)
-    _, inherited, _ = _args_entries(parent_doc)
-    entries = {k: own.get(k, v) for k, v in inherited.items()}
-    entries.update((k, v) for k, v in own.items() if k not in entries)
-    if not entries:
-        return doc
-    body = [line for lines in entries.values() for line in lines]
-    while head and not head[-1].strip():
-        head.pop()
-    return "\n".join([*head, "", "Args:", *body, *([""] + rest if rest else [])]) + "\n"

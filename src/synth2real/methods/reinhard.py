@@ -2,7 +2,7 @@
 
 Three presets of one class: ``reinhard`` (global), ``reinhard-cw`` (class-wise) and
 ``reinhard-cwc`` (class-wise, contrast-preserving for thin classes). The maths is in
-:mod:`synth2real.methods.functional` (``reinhard``, ``reinhard_classwise``).
+:mod:`synth2real.methods.functional.moments` (``reinhard``, ``reinhard_classwise``).
 """
 
 from __future__ import annotations
