@@ -49,8 +49,8 @@ from synth2real import __version__
 from synth2real.data.dataset import Dataset
 from synth2real.data.writer import DatasetWriter
 from synth2real.errors import ConfigError, DataError
+from synth2real.guard import OutputLock, names_file, output_lock
 from synth2real.guard import check_output as check_output_folder
-from synth2real.guard import names_file, output_lock
 from synth2real.methods.base import Method, References, check_output, image_seed
 from synth2real.progress import progress_bar
 from synth2real.references import (
@@ -344,8 +344,8 @@ def _translate_locked(
     references: References,
     method: Method,
     writer: DatasetWriter,
-    lock,
-    state,
+    lock: OutputLock,
+    state: Any,
     shard: tuple[int, int],
     assignment: list[int],
     *,

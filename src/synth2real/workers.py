@@ -31,8 +31,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -62,11 +62,17 @@ def die_with_parent(parent: int | None = None) -> None:
     threading.Thread(target=watch, name="s2r-parent-watch", daemon=True).start()
 
 
-def _start(initializer: Callable[..., None] | None, initargs: tuple) -> None:
+#: in a worker: set by the parent when it stops the pool (see :func:`stop`)
+_STOPPING: Any = None
+
+
+def _start(stopping: Any, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    global _STOPPING
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started us
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     die_with_parent()
+    _STOPPING = stopping
     if initializer is not None:
         initializer(*initargs)
 
@@ -74,7 +80,10 @@ def _start(initializer: Callable[..., None] | None, initargs: tuple) -> None:
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """In a worker of :func:`process_pool`: Ctrl-C raises ``KeyboardInterrupt`` inside
-    this block (and is ignored again after it)."""
+    this block (and is ignored again after it); once the parent is stopping the pool, a
+    task that has not begun raises it at once instead of starting."""
+    if _STOPPING is not None and _STOPPING.is_set():
+        raise KeyboardInterrupt
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
@@ -100,12 +109,15 @@ def process_pool(
 ) -> ProcessPoolExecutor:
     """A spawned ``ProcessPoolExecutor`` whose workers ignore Ctrl-C (outside
     :func:`interruptible`) and exit when this process dies; all are started now."""
+    ctx = mp.get_context("spawn")
+    stopping = ctx.Event()
     pool = ProcessPoolExecutor(  # (this may start multiprocessing's resource tracker,
         max_workers=max_workers,  # which unblocks SIGINT in this thread when it does)
-        mp_context=mp.get_context("spawn"),
+        mp_context=ctx,
         initializer=_start,
-        initargs=(initializer, initargs),
+        initargs=(stopping, initializer, initargs),
     )
+    pool._s2r_stopping = stopping  # type: ignore[attr-defined]
     try:
         with sigint_blocked():
             _start_all(pool)
@@ -128,9 +140,19 @@ def _start_all(pool: ProcessPoolExecutor) -> None:
         manager()
 
 
-def stop(pool: ProcessPoolExecutor) -> None:
-    """Stop ``pool`` now after an error or an interrupt: cancel what has not started and
-    end the workers (what they were writing is a temporary file a resume removes)."""
+def stop(pool: ProcessPoolExecutor, running: Iterable[Future] = (), grace: float = 0.0) -> None:
+    """Stop ``pool`` after an error or an interrupt: no task starts any more, ``running``
+    tasks get up to ``grace`` seconds to end (a training run that got the Ctrl-C saves
+    its state), then the workers are ended (what they were writing is a temporary file
+    a resume removes)."""
+    stopping = getattr(pool, "_s2r_stopping", None)
+    if stopping is not None:
+        stopping.set()
+    for f in running:
+        f.cancel()
+    left = [f for f in running if not f.done()]
+    if left and grace > 0:
+        wait(left, timeout=grace)
     terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
     if terminate is not None:  # pragma: no cover
         terminate()

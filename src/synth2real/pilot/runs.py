@@ -25,7 +25,7 @@ from synth2real.errors import OutputExistsError
 from synth2real.pilot.config import PilotConfig, make_train_config
 from synth2real.pilot.console import say
 from synth2real.pilot.verdict import BASELINES, PER_METHOD
-from synth2real.workers import interruptible, process_pool
+from synth2real.workers import interruptible, process_pool, stop
 
 #: called in the pilot's process as each run ends: ``(plan index, spec, record, skipped)``
 Finished = Callable[[int, "RunSpec", dict, bool], None]
@@ -244,9 +244,8 @@ def _run_parallel(
                         ran += 1
                         finished(k, specs[k], rec, False)
                         advance()
-        except BaseException:
-            for f in pending:
-                f.cancel()
+        except BaseException:  # running runs got the Ctrl-C too: they save their state
+            stop(pool, pending, grace=60)
             raise
     say(f"{ran} of {total} runs trained in this call", progress)
     return ran
