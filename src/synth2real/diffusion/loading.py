@@ -246,13 +246,14 @@ def check_weights(model: str | os.PathLike, what: str = "this method") -> None:
         return
     if _cached(name) is not None or _may_download(name):
         return
-    get = f"`hf download {name} --local-dir sd15` on a machine with internet"
+    folder_hint = "a folder in diffusers layout (--model /path/to/sd15, or --param model=...)"
+    get = f"fetch it with `hf download {name} --local-dir sd15` on a machine with internet"
     if name == DEFAULT_MODEL and not hub_offline():
         why = f"none were given and the default {name} is not in the local Hugging Face cache"
-        ways = f"pass --model /path/to/sd15 (a diffusers folder), --model {name} to download it (~5 GB), or fetch it with {get}"
+        ways = f"pass {folder_hint}, --model {name} to download it (~5 GB), or {get}"
     else:
         why = f"{name} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
-        ways = f"pass --model /path/to/sd15 (a diffusers folder), unset HF_HUB_OFFLINE to download it, or fetch it with {get}"
+        ways = f"pass {folder_hint}, unset HF_HUB_OFFLINE to download it, or {get}"
     raise ModelNotFoundError(f"{what} needs Stable Diffusion weights: {why}; {ways}")
 
 
