@@ -21,7 +21,9 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/synth2real demo --out runs/demo
 
+# the browser tests need chromium: installed when possible, else the skipped tests are named
 test: setup
+	@scripts/ensure_browser.sh
 	$(BIN)/ruff check src tests benchmarks
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 

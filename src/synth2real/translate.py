@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,8 @@ from synth2real import __version__
 from synth2real.data.dataset import Dataset
 from synth2real.data.writer import DatasetWriter
 from synth2real.errors import ConfigError, DataError
+from synth2real.guard import OutputLock, names_file, output_lock
+from synth2real.guard import check_output as check_output_folder
 from synth2real.methods.base import Method, References, check_output, image_seed
 from synth2real.progress import progress_bar
 from synth2real.references import (
@@ -328,23 +330,60 @@ def translate_dataset(
 
     protect = [("the references", references.root)] if references.root else []
     writer = DatasetWriter(out, source, layout, protect=protect)
+    check_output_folder(out, {"the source dataset": source.root, **dict(protect)})
+    with output_lock(out, shard=shard) as lock:  # for the whole run: one run per folder
+        return _translate_locked(
+            source, references, method, writer, lock, state, shard, assignment,
+            seed=seed, reference_choice=reference_choice, workers=workers, resume=resume,
+            overwrite=overwrite, progress=progress,
+        )  # fmt: skip
+
+
+def _translate_locked(
+    source: Dataset,
+    references: References,
+    method: Method,
+    writer: DatasetWriter,
+    lock: OutputLock,
+    state: Any,
+    shard: tuple[int, int],
+    assignment: list[int],
+    *,
+    seed: int,
+    reference_choice: str,
+    workers: int,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> TranslateSummary:
+    """The part of :func:`translate_dataset` that writes, under the folder's lock."""
+    out = writer.out
+    names = [s.name for s in source.samples]
     run = _run_info(source, references, method, seed, reference_choice, writer.plan.layout)
     run["labels"] = writer.plan.reason
     is_main = state is None or state.is_main_process
+    mine = list(range(shard[0], len(source), shard[1]))
+    info = {"seed": int(seed), "params": method.params(), "reference_choice": reference_choice}
+
+    def unfinished() -> list[int]:
+        done = writer.finished()
+        return [i for i in mine if not (names[i] in done and writer.is_written(source.samples[i]))]
+
     if is_main:
         writer.check_folder(run, resume=resume, overwrite=overwrite, shard=shard)
-        writer.start(run)
+    prepared = state is None and method.needs_gpu and bool(unfinished())
+    if prepared:  # load the model before anything is written: bad weights change nothing
+        _worker_init(method, references, source, writer, info, None)
+    if is_main:  # another shard's temporary files are its images in flight: left alone
+        writer.start(run, remove_temp=lock.alone())
     if state is not None:
         state.wait_for_everyone()
         if not is_main:
             writer.check_folder(run, resume=resume, overwrite=False, shard=shard)
     writer.repair_part(shard)
 
-    mine = list(range(shard[0], len(source), shard[1]))
-    done = writer.finished()
-    todo = [i for i in mine if not (names[i] in done and writer.is_written(source.samples[i]))]
+    todo = unfinished()
     skipped = len(mine) - len(todo)
-    info = {"seed": int(seed), "params": method.params(), "reference_choice": reference_choice}
     bs = max(1, int(getattr(method, "batch_size", 1) or 1))
     batches = plan_batches(todo, assignment, bs)
 
@@ -363,7 +402,8 @@ def translate_dataset(
         if not batches:
             pass
         elif workers == 1 or len(batches) == 1:
-            _worker_init(method, references, source, writer, info, None)
+            if not prepared:
+                _worker_init(method, references, source, writer, info, None)
             try:
                 for b in batches:
                     record(_process(b))
@@ -394,13 +434,15 @@ def translate_dataset(
 
 
 def _run_pool(batches, workers, method, references, source, writer, info, record) -> None:
-    """Run ``batches`` on ``workers`` spawned processes, recording results as they come."""
-    import multiprocessing as mp
+    """Run ``batches`` on ``workers`` spawned processes, recording results as they come.
 
-    ctx = mp.get_context("spawn")  # no fork: safe with threads (OpenCV, torch) in the parent
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(batches)),
-        mp_context=ctx,
+    The workers ignore Ctrl-C and exit when this process dies (:mod:`synth2real.workers`):
+    an interrupt is this process's to handle, and a killed run leaves no orphans.
+    """
+    from synth2real.workers import process_pool, stop
+
+    pool = process_pool(
+        min(workers, len(batches)),
         initializer=_worker_init,
         initargs=(method, references, source, writer, info, 1),
     )
@@ -420,15 +462,36 @@ def _run_pool(batches, workers, method, references, source, writer, info, record
                 if nxt is not None:
                     pending.add(pool.submit(_process, nxt))
     except BrokenProcessPool:
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop(pool)
         # a worker died while preparing or translating: reproduce the preparation here so
         # the user sees the real error, not "a process terminated abruptly"
         method.prepare(references)
         raise
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        stop(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def check_method_ready(method: Method, *, model_given: bool = False, device_hint: str = "") -> None:
+    """Before any work: a GPU method has its weights and a device, or a one-line error.
+
+    Weights: a local folder must have the diffusers layout; a hub id is used when it is
+    in the local Hugging Face cache, or downloaded only when the user named it
+    (``model_given``); nothing here touches the network. Device: ``auto`` on a machine
+    without a GPU is refused (``device_hint`` says how to ask for the CPU explicitly).
+    """
+    if not method.needs_gpu:
+        return
+    params = method.params()
+    from synth2real.diffusion.loading import allow_download, check_device, check_weights
+
+    if "model" in params:
+        if model_given:
+            allow_download(str(params["model"]))
+        check_weights(str(params["model"]), method.name)
+    if "device" in params:
+        check_device(str(params["device"]), method.name, device_hint or "--device cpu")
 
 
 # -- folders in, a translated dataset out (``synth2real translate``) -----------------------
@@ -466,6 +529,19 @@ def translate_folder(
     from synth2real.methods import create_method
     from synth2real.methods.registry import describe
 
+    check_output_folder(
+        out,
+        {
+            "--source": source,
+            "--references": references,
+            "--reference-labels-from": reference_labels_from,
+            "--classes": classes,
+            "--class-map": class_map,
+            "--reference-classes": reference_classes,
+            "--reference-class-map": reference_class_map,
+            "--reference-names": names_file(reference_names),
+        },
+    )
     overrides = dict(params or {})
     known = {p.name for p in describe(method)[1]}
     for flag, key, value in (("--model", "model", model), ("--device", "device", device)):
@@ -476,6 +552,7 @@ def translate_folder(
         elif flag == "--model":
             raise ConfigError(f"--model applies to diffusion methods; {method!r} takes no model")
     m = create_method(method, **overrides)
+    check_method_ready(m, model_given="model" in overrides)
     ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
     predictor = None
     if reference_labels_from is not None:

@@ -38,7 +38,9 @@ def args(data: Path, out: Path, preset: str, model: Path, model_flag: bool = Fal
         "--method", preset,
         "--out", str(out),
         "--no-progress",
-        *(["--model", str(model), "--device", "cpu"] if model_flag else ["--param", f"model={model}"]),
+        # no GPU here: the CPU is asked for explicitly (``auto`` would be refused)
+        *(["--model", str(model), "--device", "cpu"] if model_flag
+          else ["--param", f"model={model}", "--param", "device=cpu"]),
         "--param", "working_size=64",
         "--param", "num_inference_steps=5",
         "--param", "classwise_steps=[1, 3]",

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from synth2real.cli import data, pilot, segment, translate
-from synth2real.cli.common import console
+from synth2real.cli.common import Interrupted, command, console, plain_warnings
 from synth2real.errors import Synth2RealError
 
 __all__ = ["app", "main"]
@@ -31,27 +31,38 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for _name, _command in (
-    ("methods", data.methods_cmd),
-    ("inspect", data.inspect_cmd),
-    ("translate", translate.translate_cmd),
-    ("train", segment.train_cmd),
-    ("evaluate", segment.evaluate_cmd),
-    ("pilot", pilot.pilot_cmd),
-    ("demo", pilot.demo_cmd),
-):
-    app.command(_name)(_command)
+_RESUME = "rerun with --resume to continue"
+_AGAIN = "rerun the same command to continue"
+#: (name, function, its output parameter, what Ctrl-C keeps, how to continue)
+_COMMANDS = (
+    ("methods", data.methods_cmd, None, "", ""),
+    ("inspect", data.inspect_cmd, None, "", ""),
+    ("translate", translate.translate_cmd, "out", "finished images are kept", _RESUME),
+    ("train", segment.train_cmd, "out", "the last saved training state is kept", _AGAIN),
+    ("evaluate", segment.evaluate_cmd, "save_predictions", "", ""),
+    ("pilot", pilot.pilot_cmd, "out", "finished runs and translations are kept", _RESUME),
+    ("demo", pilot.demo_cmd, "out", "finished runs are kept", _AGAIN),
+)
+for _name, _fn, _out, _kept, _how in _COMMANDS:
+    _hint = f"interrupted: {_kept}; {_how}" if _kept else "interrupted"
+    app.command(_name)(command(_fn, out=_out, hint=_hint, resume=_how))
 
 
 def main() -> None:
     """Entry point of the console script."""
+    plain_warnings()
     try:
         app()
     except Synth2RealError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}")
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/]: finished outputs are kept; rerun with --resume to continue"
-        )
+    except Interrupted as e:  # a command's own hint, printed once
+        console.print(f"[yellow]{escape(e.hint)}[/]")
         sys.exit(130)
+    except KeyboardInterrupt:  # before a command started
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except SystemExit as e:
+        if e.code == 130:  # typer turned a Ctrl-C outside a command into a silent exit
+            console.print("[yellow]interrupted[/]")
+        raise

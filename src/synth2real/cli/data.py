@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt
+from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, table_console
 
 
 def methods_cmd(
@@ -19,7 +19,7 @@ def methods_cmd(
 
     from synth2real.methods import describe, list_methods
 
-    out = Console()
+    out = table_console()
     if name is None:
         table = Table(title="translation methods", show_lines=False)
         table.add_column("name", style="bold")
@@ -86,8 +86,9 @@ def _render_inspect(report, max_problems: int) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    out = Console()
-    summary = Table(title=f"dataset {report.root}", show_header=False, title_justify="left")
+    out = table_console()
+    out.print(f"dataset {escape(str(report.root))}")
+    summary = Table(show_header=False)
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("format", report.format)

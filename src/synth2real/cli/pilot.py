@@ -120,6 +120,21 @@ def pilot_cmd(
     Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
     """
     omp_passive()
+    from synth2real.guard import check_output, names_file
+
+    inputs = {
+        "--source": source,
+        "--references": references,
+        "--test": test,
+        "--source-names": names_file(source_names),
+        "--reference-names": names_file(reference_names),
+        "--test-names": names_file(test_names),
+        "--classes": classes,
+        "--class-map": class_map,
+    }
+    check_output(out, inputs)
+    if cache_dir is not None:
+        check_output(cache_dir, inputs, option="--cache-dir")
     from synth2real.data.select import parse_names
     from synth2real.methods.registry import parse_method_params
     from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
@@ -166,7 +181,8 @@ def demo_cmd(
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
     omp_passive()
     from synth2real.pilot.config import parse_jobs
-    from synth2real.pilot.demo import run_demo
+    from synth2real.pilot.demo import check_demo_folder, run_demo
 
+    check_demo_folder(out)  # before --jobs auto looks for a GPU (torch)
     result = run_demo(out, seeds=seeds, device=device, jobs=parse_jobs(jobs, device))
     Console(soft_wrap=True).print(f"\n[bold]demo report[/]: {escape(str(result.report.resolve()))}")

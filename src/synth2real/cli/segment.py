@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, console
+from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, console, table_console
 
 
 def train_cmd(
@@ -105,6 +104,18 @@ def train_cmd(
     import json
     import time
 
+    from synth2real.guard import check_output, names_file
+
+    local = Path(pretrained) if pretrained and Path(pretrained).exists() else None
+    inputs = {
+        "--data": data,
+        "--names": [names_file(n) for n in names or []],
+        "--classes": classes,
+        "--class-map": class_map,
+        "--config": config,
+        "--pretrained": local,
+    }
+    check_output(out, inputs)  # first: before torch is even imported
     from synth2real.errors import ConfigError
     from synth2real.segment.config import (
         make_config,
@@ -198,6 +209,17 @@ def evaluate_cmd(
     """
     import json
 
+    from synth2real.guard import check_output, names_file
+
+    if save_predictions is not None:  # never over the labels it scores against
+        inputs = {
+            "--data": data,
+            "--checkpoint": checkpoint,
+            "--names": names_file(names),
+            "--classes": classes,
+            "--class-map": class_map,
+        }
+        check_output(save_predictions, inputs, option="--save-predictions")
     from synth2real.segment.evaluate import evaluate
 
     (dataset,) = _open_all([data], [names] if names else None, format, classes, class_map, True)
@@ -209,7 +231,7 @@ def evaluate_cmd(
         return
     from rich.table import Table
 
-    out = Console()
+    out = table_console()
     support = result.confusion.sum(axis=1)
     table = Table(
         title=f"{checkpoint} on {data} ({result.num_images} images)", title_justify="left"

@@ -206,15 +206,10 @@ class DatasetWriter:
                 ``resume``.
             ConfigError: ``out`` overlaps the source folder.
         """
-        out = self.out.resolve()
-        for what, root in [("the source dataset", self.source_root), *self.protect]:
-            r = Path(root).resolve()
-            if out == r or r in out.parents or out in r.parents:
-                raise ConfigError(
-                    f"--out {self.out} overlaps {what} {root}: choose a folder outside it "
-                    "(synth2real never writes into its inputs)"
-                )
-        if not self.out.exists() or not any(self.out.iterdir()):
+        from synth2real.guard import check_output, is_empty
+
+        check_output(self.out, {"the source dataset": self.source_root, **dict(self.protect)})
+        if is_empty(self.out):  # (a run's lock file does not count)
             return "new"
         run_file = self.out / RUN_FILE
         if not run_file.is_file():
@@ -252,8 +247,9 @@ class DatasetWriter:
             elif p.exists():
                 p.unlink()
 
-    def start(self, run: dict) -> None:
-        """Write run.json and the class spec / meta file, remove stale temp files."""
+    def start(self, run: dict, *, remove_temp: bool = True) -> None:
+        """Write run.json and the class spec / meta file, remove stale temp files (unless
+        ``remove_temp`` is false: another shard may be writing)."""
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
         if self.plan.layout == "supervisely":
@@ -263,7 +259,8 @@ class DatasetWriter:
             atomic_copy(self.plan.spec_file, self.out / "classes.yaml")
         else:
             save_class_spec(self.classes, self.out / "classes.yaml")
-        self.remove_temp_files()
+        if remove_temp:
+            self.remove_temp_files()
 
     def remove_temp_files(self) -> int:
         """Delete ``.<name>.*.tmp`` files left by a killed run (our atomic writers' names)."""

@@ -1,8 +1,8 @@
 """Loading Stable Diffusion components, devices, dtypes and VAE encode/decode.
 
 ``load_models(model)`` accepts a hub id (default SD 1.5,
-``stable-diffusion-v1-5/stable-diffusion-v1-5``, from the local Hugging Face cache or the
-hub) or a local folder in diffusers layout (``unet/``, ``vae/``, ``scheduler/``,
+``stable-diffusion-v1-5/stable-diffusion-v1-5``, from the local Hugging Face cache; from
+the hub only when the user named the id, see :func:`allow_download`) or a local folder in diffusers layout (``unet/``, ``vae/``, ``scheduler/``,
 ``text_encoder/``, ``tokenizer/``; what ``save_pretrained`` or ``hf download`` writes).
 The safety checker and feature extractor are never loaded. The text encoder runs once
 for the empty prompt and is then released.
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from synth2real.diffusion.config import DEFAULT_MODEL
 from synth2real.errors import ConfigError, ModelNotFoundError, Synth2RealError
+from synth2real.hub import cached_folder, hub_offline
 
 log = logging.getLogger("synth2real.diffusion")
 
@@ -209,6 +210,68 @@ def _how_to_provide(model: str) -> str:
     )
 
 
+#: hub ids the user named (``--model ID``): only these, and ids other than the default,
+#: may be downloaded; the default model is otherwise read from the local cache alone
+_NAMED: set[str] = set()
+
+
+def allow_download(model: str) -> None:
+    """The user asked for the hub id ``model``: loading it may download it."""
+    _NAMED.add(str(model))
+
+
+def _may_download(model: str) -> bool:
+    return not hub_offline() and (model != DEFAULT_MODEL or model in _NAMED)
+
+
+def _cached(model: str) -> Path | None:
+    """The hub id's snapshot folder in the local cache (no network), or ``None``."""
+    return cached_folder(model, "unet/config.json")
+
+
+def check_weights(model: str | os.PathLike, what: str = "this method") -> None:
+    """Fail fast, without the network, when ``model``'s weights cannot be had.
+
+    A local folder must exist and have the diffusers layout; a hub id must be in the
+    local cache, or be one the user named (:func:`allow_download`, or any id but the
+    default) while the hub is not offline.
+
+    Raises:
+        ModelNotFoundError: one line saying what is missing and how to provide it.
+    """
+    name = os.fspath(model)
+    folder = _local_folder(name)
+    if folder is not None:
+        _check_folder(folder)
+        return
+    if _cached(name) is not None or _may_download(name):
+        return
+    folder_hint = "a folder in diffusers layout (--model /path/to/sd15, or --param model=...)"
+    get = f"fetch it with `hf download {name} --local-dir sd15` on a machine with internet"
+    if name == DEFAULT_MODEL and not hub_offline():
+        why = f"none were given and the default {name} is not in the local Hugging Face cache"
+        ways = f"pass {folder_hint}, --model {name} to download it (~5 GB), or {get}"
+    else:
+        why = f"{name} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+        ways = f"pass {folder_hint}, unset HF_HUB_OFFLINE to download it, or {get}"
+    raise ModelNotFoundError(f"{what} needs Stable Diffusion weights: {why}; {ways}")
+
+
+def check_device(device: str, what: str = "this method", cpu_hint: str = "--device cpu") -> None:
+    """A diffusion method on ``device="auto"`` needs a GPU: on a machine without one the
+    user must ask for the CPU explicitly (``cpu_hint``), knowing it is very slow.
+
+    Raises:
+        ConfigError: no GPU for ``auto``, or the named device is not available.
+    """
+    dev = resolve_device(device)
+    if str(device).strip().lower() == "auto" and dev.type == "cpu":
+        raise ConfigError(
+            f"{what} needs a GPU and torch sees none (no CUDA or MPS device); pass "
+            f"{cpu_hint} to run it on the CPU anyway (minutes per image at working size 512)"
+        )
+
+
 def _local_folder(model: str) -> Path | None:
     """The folder ``model`` names, ``None`` for a hub id (``owner/name``)."""
     p = Path(model).expanduser()
@@ -291,6 +354,10 @@ def load_models(
     dt = resolve_dtype(dtype, dev)
     name = os.fspath(model)
     folder = _local_folder(name)
+    if folder is None and not _may_download(name):  # no network unless the id was asked for
+        folder = _cached(name)
+        if folder is None:
+            check_weights(name)  # says how to provide them
     local = folder is not None
     if folder is not None:
         _check_folder(folder)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from synth2real.errors import ConfigError, OutputExistsError
+from synth2real.guard import is_empty
 from synth2real.segment.config import make_config, normalise_settings, parse_settings
 
 #: Training budget of ``--quick``: a first look, about a minute per run on one CPU core;
@@ -342,7 +343,7 @@ def check_out(out: Path, cfg: PilotConfig, resume: bool) -> None:
                 f"{out} holds a pilot with other settings ({', '.join(diff)} differ); the budget and data "
                 "must stay fixed within one pilot: choose another --out"
             )
-    elif out.exists() and any(out.iterdir()) and not resume:
+    elif not is_empty(out) and not resume:  # (the pilot's own lock file does not count)
         raise OutputExistsError(f"{out} exists and is not empty; choose another --out")
 
 

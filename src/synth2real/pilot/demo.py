@@ -12,6 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from synth2real.errors import ConfigError
+from synth2real.guard import check_output, is_empty, is_lock_file
 from synth2real.pilot.config import PilotConfig
 from synth2real.pilot.runner import PilotResult, run_pilot
 
@@ -54,6 +56,7 @@ def run_demo(
 
     console = Console(stderr=True)
     out = Path(out)
+    check_demo_folder(out)  # the pilot (into out/pilot) holds its own lock
     data = out / "data"
     if not (data / "real_test").is_dir():
         from synth2real.data.demo import make_demo_data
@@ -75,3 +78,27 @@ def run_demo(
         jobs=jobs,
     )
     return run_pilot(cfg, out / "pilot", resume=True, progress=progress)
+
+
+#: what a demo folder holds
+_DEMO_ENTRIES = {"data", "pilot"}
+
+
+def check_demo_folder(out: Path) -> None:
+    """``out`` is new, empty or a demo's folder (``data/``, ``pilot/``): the demo writes
+    its toy data there and reads it back, so it never goes into a folder of the user's.
+
+    Raises:
+        ConfigError: ``out`` is a file, not writable, or holds anything else.
+    """
+    check_output(out)
+    if is_empty(out):
+        return
+    other = sorted(
+        p.name for p in out.iterdir() if p.name not in _DEMO_ENTRIES and not is_lock_file(p)
+    )
+    if other:
+        raise ConfigError(
+            f"--out {out} is not empty and not a demo folder (it holds {', '.join(other[:3])}); "
+            "the demo writes data/ and pilot/ there: choose a new or empty folder"
+        )

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from synth2real.guard import check_output, output_lock
 from synth2real.pilot.config import (
     PilotConfig,
     budget_id,
@@ -96,8 +97,37 @@ def run_pilot(
     """
     out = Path(out)
     # -- every check before anything is written ------------------------------------------
+    inputs = pilot_inputs(cfg)
+    check_output(out, inputs)
+    if cfg.cache_dir is not None:
+        check_output(cfg.cache_dir, inputs, option="--cache-dir")
+    with output_lock(out, "pilot"):  # for the pilot's whole life: one pilot per folder
+        return _run_locked(cfg, out, resume, progress, report, on_run)
+
+
+def pilot_inputs(cfg: PilotConfig) -> dict[str, Path | str | None]:
+    """Everything a pilot reads: no output of it may be, lie in or contain one."""
+    return {
+        "--source": cfg.source,
+        "--references": cfg.references,
+        "--test": cfg.test,
+        "--classes": cfg.classes,
+        "--class-map": cfg.class_map,
+    }
+
+
+def _run_locked(
+    cfg: PilotConfig,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    report: bool,
+    on_run: Callable[[RunSpec, dict, bool], None] | None,
+) -> PilotResult:
+    """:func:`run_pilot` under the output folder's lock."""
     check_out(out, cfg, resume)
     check_methods(cfg)
+    check_methods_ready(cfg)
     if "none" in cfg.methods:
         say(
             "[dim]method 'none' is the source-only / source+real baseline: not run twice[/]",
@@ -169,6 +199,21 @@ def run_pilot(
     return PilotResult(
         out, report_path, out / "results.json", out / "results.csv", results, ran, skipped
     )
+
+
+def check_methods_ready(cfg: PilotConfig) -> None:
+    """Diffusion methods find their weights and device before any work (no network
+    unless a model id was given)."""
+    from synth2real.methods import create_method
+    from synth2real.translate import check_method_ready
+
+    for m in cfg.translation_methods:
+        params = cfg.method_params.get(m, {})
+        check_method_ready(
+            create_method(m, **params),
+            model_given="model" in params,
+            device_hint=f"--param {m}.device=cpu",
+        )
 
 
 def _say_plan(cfg: PilotConfig, data: dict, budget: dict, out: Path, progress: bool) -> None:

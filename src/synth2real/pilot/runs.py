@@ -25,6 +25,7 @@ from synth2real.errors import OutputExistsError
 from synth2real.pilot.config import PilotConfig, make_train_config
 from synth2real.pilot.console import say
 from synth2real.pilot.verdict import BASELINES, PER_METHOD
+from synth2real.workers import interruptible, process_pool, stop
 
 #: called in the pilot's process as each run ends: ``(plan index, spec, record, skipped)``
 Finished = Callable[[int, "RunSpec", dict, bool], None]
@@ -204,7 +205,8 @@ def _worker_init(threads: int, data: dict) -> None:
 
 
 def _worker_run(k: int, spec: RunSpec, runs: Runs) -> tuple[int, dict]:
-    return k, run_one(spec, dataclasses.replace(runs, data=_WORKER["data"]), False)
+    with interruptible():  # Ctrl-C stops a run (its state is saved), not an idle worker
+        return k, run_one(spec, dataclasses.replace(runs, data=_WORKER["data"]), False)
 
 
 def _run_parallel(
@@ -218,8 +220,7 @@ def _run_parallel(
     """Train ``todo`` in ``jobs`` spawned processes; ``finished`` is called in the parent as
     each run ends. Every run writes its own ``result.json`` (atomically), so a stopped
     pilot resumes exactly as a sequential one does."""
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from synth2real.progress import progress_bar
 
@@ -228,12 +229,7 @@ def _run_parallel(
     say(f"training {len(todo)} runs, {jobs} at a time ({threads} torch thread(s) each)", progress)
     specs = dict(todo)
     ran = 0
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=mp.get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(threads, runs.data),
-    ) as pool:
+    with process_pool(jobs, _worker_init, (threads, runs.data)) as pool:  # no orphans
         pending = {
             pool.submit(_worker_run, k, spec, dataclasses.replace(runs, data=None))
             for k, spec in todo
@@ -248,9 +244,8 @@ def _run_parallel(
                         ran += 1
                         finished(k, specs[k], rec, False)
                         advance()
-        except BaseException:
-            for f in pending:
-                f.cancel()
+        except BaseException:  # running runs got the Ctrl-C too: they save their state
+            stop(pool, pending, grace=60)
             raise
     say(f"{ran} of {total} runs trained in this call", progress)
     return ran

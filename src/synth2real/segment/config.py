@@ -46,7 +46,7 @@ class TrainConfig:
         model: registered model name (default ``"small-unet"``; see ``list_models()``).
         model_kwargs: architecture options of the model (default ``{}``).
         pretrained: pretrained weights: ``None`` (default) the model's default when
-            reachable, else random init with a warning; ``False`` random init; a hub id
+            in the local cache (no download), else random init with a warning; ``False`` random init; a hub id
             or local folder (an error when not found).
         iterations: optimizer steps (default 2000).
         batch_size: crops per step (default 8).

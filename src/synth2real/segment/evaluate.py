@@ -20,6 +20,7 @@ import numpy as np
 from synth2real.data.dataset import Dataset
 from synth2real.data.io import atomic_write_bytes, write_image_atomic
 from synth2real.errors import ConfigError, DataError
+from synth2real.guard import check_output
 from synth2real.progress import progress_bar
 from synth2real.segment import metrics
 from synth2real.segment.draw import mask_png, overlay
@@ -100,10 +101,15 @@ def evaluate(
         :class:`EvalResult`.
 
     Raises:
-        ConfigError: unlabelled dataset, or classes that differ from the checkpoint's.
+        ConfigError: unlabelled dataset, classes that differ from the checkpoint's, or a
+            ``save_dir`` that is, lies in or contains the dataset or the checkpoint.
         DataError: an unreadable image or label, or a label of another size.
     """
     t0 = time.perf_counter()
+    if save_dir is not None:  # never into the data or beside the checkpoint it reads
+        ckpt = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
+        inputs = {"the dataset": dataset, "the checkpoint": ckpt}
+        check_output(save_dir, inputs, option="save_dir")
     model, meta, _dev = as_model(checkpoint_or_model, device)
     classes = dataset.classes
     if meta is not None and list(meta["classes"]["names"]) != list(classes.names):

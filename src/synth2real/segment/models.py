@@ -16,7 +16,6 @@ Models:
 from __future__ import annotations
 
 import inspect
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synth2real.errors import ConfigError, ModelNotFoundError
+from synth2real.hub import cached_folder, hub_offline
 from synth2real.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -119,9 +119,8 @@ def create_model(
     Args:
         name: a registered name (:func:`list_models`): ``small-unet``, ``segformer``.
         num_classes: K.
-        pretrained: ``None``: the model's default pretrained weights when they are
-            reachable (local folder or cache; the hub unless offline), else random init
-            with a warning; ``False``: random init; ``True`` or a hub id / local folder:
+        pretrained: ``None``: the model's default pretrained weights when they are in
+            the local cache (never downloaded), else random init with a warning; ``False``: random init; ``True`` or a hub id / local folder:
             those weights, or :class:`~synth2real.errors.ModelNotFoundError`. Models
             without pretrained weights (``small-unet``) accept only ``None``/``False``.
         **kwargs: architecture options of the model (see its docstring).
@@ -258,13 +257,6 @@ MIT_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _hub_offline() -> bool:
-    return any(
-        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 @register_model(
     "segformer",
     summary="SegFormer (transformers; MiT-b0 by default), pretrained encoder when reachable",
@@ -275,9 +267,9 @@ class SegFormer(SegmentationModel):
 
     Args:
         num_classes: K output classes.
-        pretrained: ``None`` (default): load ``weights`` when reachable (local folder, hub
-            cache, or the hub unless ``HF_HUB_OFFLINE=1``), else random init with a
-            warning; ``False``: random init; ``True``: ``weights`` or an error; a hub id or
+        pretrained: ``None`` (default): load ``weights`` from the local Hugging Face
+            cache when they are there (never from the network), else random init with
+            a warning; ``False``: random init; ``True``: ``weights`` or an error; a hub id or
             local folder: those weights or :class:`~synth2real.errors.ModelNotFoundError`.
             The decode head is always newly initialised for K classes.
         variant: MiT encoder size ``"b0"`` .. ``"b5"`` (default ``"b0"``), used for random init.
@@ -339,8 +331,10 @@ class SegFormer(SegmentationModel):
         if path.is_dir():
             attempts.append({"pretrained_model_name_or_path": str(path)})
         elif not (path.suffix or source.startswith((".", "/", "~"))):
-            attempts.append({"pretrained_model_name_or_path": source, "local_files_only": True})
-            if not _hub_offline():
+            cached = cached_folder(source)  # from the disk: no request at all
+            if cached is not None:
+                attempts.append({"pretrained_model_name_or_path": str(cached)})
+            if explicit and not hub_offline():  # the hub only for weights the user named
                 attempts.append({"pretrained_model_name_or_path": source})
         errors = []
         for a in attempts:
@@ -365,7 +359,12 @@ class SegFormer(SegmentationModel):
             raise ModelNotFoundError(
                 msg + ". Give a local folder (--pretrained PATH) or run online once."
             )
-        warnings.warn(msg + "; training from random init (expect much lower scores)", stacklevel=4)
+        warnings.warn(
+            f"segformer: default pretrained weights {source!r} are not in the local cache; "
+            f"training from random init (expect much lower scores); pass --pretrained {source} "
+            "to download them, or --pretrained PATH for a local folder",
+            stacklevel=4,
+        )
         return None
 
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:

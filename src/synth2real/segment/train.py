@@ -33,6 +33,7 @@ import torch
 from synth2real.data.dataset import Dataset
 from synth2real.data.io import atomic_write_text
 from synth2real.errors import ConfigError, OutputExistsError
+from synth2real.guard import guarded
 from synth2real.progress import progress_bar
 from synth2real.segment.checkpoint import (
     load_optimizer_state,
@@ -108,6 +109,30 @@ def _check_datasets(datasets: Sequence[Dataset]) -> None:
                 f"(ignore {first.ignore_index}), {d.root} has {list(d.classes.names)} "
                 f"(ignore {d.classes.ignore_index}); map them onto one class spec (--class-map)"
             )
+
+
+def _check_batch_shape(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """One batch of crops through ``model`` on the meta device (no memory, no maths): a
+    BatchNorm layer that would see one value per channel is a clear error, now."""
+    ch, cw = cfg.crop_hw
+    meta = {
+        k: torch.empty_like(v, device="meta")
+        for k, v in [*model.named_parameters(), *model.named_buffers()]
+    }
+    x = torch.empty(cfg.batch_size, 3, ch, cw, device="meta")
+    try:
+        torch.func.functional_call(model, meta, (x,))
+    except ValueError as e:
+        if "more than 1 value per channel" not in str(e):
+            return
+        s = model.stride
+        raise ConfigError(
+            f"batch size {cfg.batch_size} with crop {ch}x{cw}: {cfg.model}'s coarsest "
+            f"BatchNorm layer (stride {s}) would see one value per channel; use batch size "
+            f">= 2, or a crop of at least {2 * s} on one side (e.g. --crop {2 * s})"
+        ) from None
+    except Exception:  # the meta device cannot run this model: training will tell
+        return
 
 
 def _class_frequencies(
@@ -199,6 +224,7 @@ def _same_run(meta: dict, run: dict) -> list[str]:
     return diff
 
 
+@guarded("out_dir", "train", lambda a: {"--data": a["datasets"]})  # checked, then locked
 def train(
     datasets: Sequence[Dataset] | Dataset,
     cfg: TrainConfig | None = None,
@@ -294,6 +320,7 @@ def train(
             raise ConfigError(
                 f"crop {cfg.crop} must be a multiple of {cfg.model}'s stride {model.stride}"
             )
+        _check_batch_shape(model, cfg)
         model.to(device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
