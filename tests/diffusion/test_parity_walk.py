@@ -93,3 +93,12 @@ def test_the_official_rows_reproduce_their_inversion_and_later_images_skip_step_
         assert ours.max_abs(rows[2], c_inv.xts[skip + j + 1]) <= TOL
     # ... except after the last step, whose noise map the reference zeroes
     assert ours.max_abs(walk.steps[-1][2], c_inv.x0) > 10 * TOL
+
+
+def test_the_reference_draws_its_levels_from_the_global_stream_last_level_first(setup):
+    _, (s_inv, c_inv), _ = setup
+    # the style is inverted first after torch.manual_seed(42) (run.py's set_seed)
+    draws = cactif.reference_draws(s_inv.x0, seed=42)
+    assert ours.max_abs(draws, s_inv.xts) <= 1e-5  # levels 1..T carry the float correction
+    # the content, inverted next, continues the stream: other draws
+    assert ours.max_abs(cactif.noise_of(c_inv), cactif.noise_of(s_inv)) > 1.0

@@ -15,7 +15,9 @@ which is what ``process_label`` produces from colour PNGs at 512x1024.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +168,7 @@ class OfficialCACTIF:
         label_style: np.ndarray | None = None,
         *,
         first_image: bool = True,
+        isolate_rng: bool = True,
     ) -> OfficialWalk:
         """``run.run_style_transfer`` with latents: the 20 steps and the AdaIN callback.
 
@@ -175,6 +178,9 @@ class OfficialCACTIF:
                 ids < 19, 255 = none); needed by class-wise presets.
             first_image: the model's step counter starts at 0 (the first image of a run);
                 False: at the last step of a previous image, as for every later image.
+            isolate_rng: restore torch's global random state afterwards; False lets the
+                class-wise AdaIN's ``torch.manual_seed(42)`` carry over to what runs next
+                (the next image's inversion), as in the reference's dataset loop.
         """
         ref = loader.cactif()
         cfg, m = self.config, self.model
@@ -203,7 +209,7 @@ class OfficialCACTIF:
         with (
             torch.no_grad(),
             loader.cuda_is_cpu(),
-            loader.preserved_rng(),
+            loader.preserved_rng() if isolate_rng else contextlib.nullcontext(),
             loader.token_counts_for(self.tiny.latent_hw) as mixed,
             loader.quiet_progress(ref),
         ):
@@ -221,3 +227,40 @@ class OfficialCACTIF:
                 output_type="latent",
             )
         return OfficialWalk(steps=steps, before=before, swapped=swapped, skip=cfg.skip_steps)
+
+
+def reference_draws(x0: Tensor, seed: int, steps: int = 50) -> Tensor:
+    """The levels the reference's inversion draws for ``x0 (C, h, w)`` right after
+    ``torch.manual_seed(seed)``: ``sample_xts_from_x0`` draws ``randn_like(x0)`` on torch's
+    global generator once per level, from the last level (``t = 1``) up to the first
+    (``t = 981``), and keeps ``x0`` as level ``T``. Returns ``(T + 1, C, h, w)``, before
+    the inversion's float-level correction of levels ``1 .. T``.
+
+    Since ``utils/adain.py`` calls ``torch.manual_seed(42)`` inside every class-wise
+    AdaIN, every image inverted after a class-wise walk (and every style image) gets
+    exactly these draws with ``seed = 42``.
+    """
+    sch = ddim_scheduler()
+    sch.set_timesteps(steps)
+    abar = sch.alphas_cumprod
+    out = torch.zeros((steps + 1, *x0.shape))
+    with loader.preserved_rng():
+        torch.manual_seed(seed)
+        for idx in reversed(range(steps)):
+            t = int(sch.timesteps[idx])
+            noise = torch.randn_like(x0)
+            out[idx] = x0 * abar[t] ** 0.5 + noise * (1 - abar[t]) ** 0.5
+    out[steps] = x0
+    return out
+
+
+def noise_of(inv: Inverted, steps: int = 50) -> Tensor:
+    """The unit noise of each drawn level: ``(x_i - sqrt(abar_i) x0) / sqrt(1 - abar_i)``,
+    ``(T, C, h, w)``."""
+    sch = ddim_scheduler()
+    sch.set_timesteps(steps)
+    rows = []
+    for idx in range(steps):
+        a = float(sch.alphas_cumprod[int(sch.timesteps[idx])])
+        rows.append((inv.xts[idx] - math.sqrt(a) * inv.x0) / math.sqrt(1 - a))
+    return torch.stack(rows)

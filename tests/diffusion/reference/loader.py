@@ -131,7 +131,7 @@ def cactif() -> types.SimpleNamespace:
         return _import_isolated(
             folder,
             {"config", "constants", "palettes", "cactif_model", "models", "utils"},
-            ["cactif_model", "utils.latent_utils", "utils.mask_utils"],
+            ["cactif_model", "palettes", "utils.latent_utils", "utils.mask_utils"],
             {},
         )
     finally:

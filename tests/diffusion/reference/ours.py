@@ -1,24 +1,34 @@
 """synth2real's side of the parity runs: its walk and StyleID fed the official run's noise.
 
 **Everything that touches synth2real internals beyond the pure maths lives here**, so
-that the restructuring of ``synth2real.diffusion`` changes this file only. It uses, as
-of this writing:
+that the restructuring of ``synth2real.diffusion`` changes this file only. As of this
+writing it uses:
 
 - ``synth2real.diffusion.pipeline``: ``WalkConfig``, ``ReferenceBank``,
-  ``cross_image_walk``, and two module names it patches for the duration of a run:
+  ``cross_image_walk``; for the duration of a run it replaces the module names
   ``sample_levels`` (to feed the official inversion's levels instead of drawing new
-  ones) and ``_adain_step`` (to record the out latent after every step);
+  ones) and ``_adain_step`` (to record the out latent before and after every AdaIN);
 - ``synth2real.diffusion.processors``: ``AttentionState``, ``processors_installed``;
 - ``synth2real.diffusion.styleid``: ``styleid_transfer``, ``StyleIDConfig``,
-  ``StyleCache``, and its module names ``ddim_sample`` (recording) and
-  ``adain``/``channel_stats`` (to try the port's AdaIN);
-- the stable pure functions: ``adain.class_masks``, ``adain.label_slots``,
-  ``adain.erode_slots``, ``inversion.Schedule``, ``inversion.ddim_inversion``,
-  ``inversion.ddim_sample``, ``layers.select_layers``; ``freeu.install_freeu``;
-  ``loading.DiffusionModels``.
+  ``StyleCache``; it replaces ``ddim_sample`` there (to record every step);
+- the pure functions: ``adain.class_masks``, ``adain.label_slots``,
+  ``adain.channel_stats``, ``inversion.Schedule``, ``inversion.ddim_inversion``,
+  ``layers.select_layers``, ``freeu.install_freeu``, ``loading.DiffusionModels``.
 
-What phase 2 should provide instead of the patches: a way to give the walk the levels
-of an inversion (``xs``) and a per-step callback with the out latents.
+The gap emulations of :class:`WalkOptions` and :func:`styleid` (``port_adain``) replace,
+for one run only, ``adain.erode_slots``, ``adain.class_stats``, ``pipeline.adain``,
+``pipeline.class_stats``, ``styleid.adain``, ``styleid.channel_stats`` and the reference
+bank's global statistics. They are measurements of what each gap is worth, not
+synth2real behaviour; the tests run synth2real without them.
+
+What phase 2 should give the walk so that this file needs no patching: the levels of
+an inversion to walk from (``xs`` of style and content, instead of drawing them), and a
+per-step callback with the out latents before and after AdaIN (and StyleID: its
+trajectory). The reference-quirks mode then needs, to match the official code at every
+step (``docs/benchmarks/parity_probe.md``): erosion with ``border_value=0``, the last
+global AdaIN aimed at the style's posterior mean ``mu(x_{T-1})``, statistics
+``sqrt(var + 1e-5)`` (unbiased variance for global AdaIN), and noise drawn as
+``cactif.reference_draws`` does.
 """
 
 from __future__ import annotations
