@@ -44,15 +44,13 @@ two) and cast back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from synth2real.diffusion.config import FREEU_MODES, FreeUMode, parse_freeu
 from synth2real.errors import ConfigError
 
-FreeUMode = Literal["reference", "diffusers", "off"]
-FREEU_MODES: tuple[str, ...] = ("reference", "diffusers", "off")
 _DIFFUSERS_KEYS = ("s1", "s2", "b1", "b2")
 
 
@@ -85,19 +83,13 @@ class FreeUOptions:
     def parse(
         cls, value: FreeUOptions | str | bool, params: tuple[float, ...] | None = None
     ) -> FreeUOptions:
-        """From a method parameter: a mode name, or a bool (True = ``diffusers``, the
-        meaning of ``freeu=True`` so far; False = ``off``), with optional factors
-        ``[s1, s2, b1, b2]``."""
+        """From the method parameters ``freeu`` (a mode name, or a bool: True =
+        ``diffusers``, False = ``off``; :func:`~.config.parse_freeu`) and optional
+        ``freeu_params`` ``[s1, s2, b1, b2]``."""
         if isinstance(value, FreeUOptions):
             opts = value
-        elif isinstance(value, bool):
-            opts = cls(mode="diffusers" if value else "off")
-        elif isinstance(value, str) and value.strip().lower() in FREEU_MODES:
-            opts = cls(mode=value.strip().lower())  # type: ignore[arg-type]
         else:
-            raise ConfigError(
-                f"freeu must be one of {', '.join(FREEU_MODES)} (or true/false), got {value!r}"
-            )
+            opts = cls(mode=parse_freeu(value))  # type: ignore[arg-type]
         if params is None:
             return opts
         if len(params) != 4:

@@ -1,6 +1,6 @@
 """Tiny random models in Stable Diffusion 1.5's block layout, built in code (no download).
 
-The UNets and the VAE are built here rather than taken from ``synth2real.diffusion.tiny``:
+The UNets and the VAE are built here rather than taken from ``tests.diffusion.tiny``:
 the harness needs SD 1.5's block layout at chosen widths and latents at SD's scale.
 
 - :func:`sd_layout_unet`: SD 1.5's UNet layout (``CrossAttnDownBlock2D`` x 3 +
@@ -152,7 +152,7 @@ def tiny_vae(seed: int = 0):
     latents, so the mean half of its ``quant_conv`` is scaled to bring the std to 1 on a
     fixed random image.
     """
-    from synth2real.diffusion.tiny import tiny_vae as build
+    from tests.diffusion.tiny import tiny_vae as build
 
     vae = build(seed).eval().requires_grad_(False)
     with torch.no_grad():
@@ -167,8 +167,8 @@ def tiny_vae(seed: int = 0):
 def tiny_text(seed: int = 0):
     """``(tokenizer, text_encoder)``: synth2real's tiny CLIP (a six-token vocabulary, one
     layer, 8 positions, width :data:`TEXT_DIM`)."""
-    from synth2real.diffusion.tiny import TINY_TEXT_DIM
-    from synth2real.diffusion.tiny import tiny_text as build
+    from tests.diffusion.tiny import TINY_TEXT_DIM
+    from tests.diffusion.tiny import tiny_text as build
 
     assert TINY_TEXT_DIM == TEXT_DIM
     with tempfile.TemporaryDirectory() as tmp:
