@@ -1,30 +1,28 @@
-"""Parity probe: the official CACTIF and StyleID code against synth2real's current code,
-per step, on tiny random models (CPU), with each known gap closed in turn.
+"""Parity probe: the official CACTIF and StyleID code against synth2real, per step, on tiny
+random models (CPU): synth2real's reference-quirks mode, then each quirk put back to
+synth2real's default on its own, so that every remaining difference has its size.
 
 What runs on the official side is the reference code itself, imported from
 ``../shared/reference`` by the test harness ``tests/diffusion/reference/`` (patched only
 where it hard-codes CUDA, 512x1024 token counts or diffusers 0.19 behaviour). On
-synth2real's side: its three-branch walk in reference-quirks mode fed the official
-inversion's levels, and its StyleID. The gaps are closed by the harness's emulations in
-``tests/diffusion/reference/ours.py`` (``WalkOptions``), to show which gap explains how
-much; they are not synth2real features (yet).
+synth2real's side: its processors, its three-branch walk (``reference_quirks``, fed the
+official inversion's levels or drawing its own with ``shared_noise``) and its StyleID
+(``reference_quirks``). Single quirks are turned off through the harness's
+``WalkOptions(without=...)``.
 
 Measured:
 
-1. CACTIF walk (cross-image, cacti, cactif), label maps whose classes touch the image
-   border: max abs difference of the out latent after every step, for synth2real as it
-   is and with the gaps closed one after another (last-step AdaIN target, AdaIN
-   statistics, border erosion), and, with all three closed, the effect of synth2real's
-   defaults (swap on every step, diffusers' FreeU, quirks off);
-2. the AdaIN statistics gap on small classes (8 x 16 latents, labels off the border);
-3. the reference's noise draws: ``torch.manual_seed(42)`` inside class-wise AdaIN;
-4. StyleID against the authors' diffusers port: inversion end point, plain sampling,
-   injected sampling (synth2real's layers or the port's, its AdaIN or the port's);
-5. with the cracks data: how the reference's colour-label path (bicubic resizes, exact
-   colour matching) reduces the real reference labels to latent size, against
-   synth2real's ``labels_to_latent``;
-6. ``--sd-widths``: a short walk on a UNet with SD 1.5's widths, where the reference's
-   FreeU acts: synth2real with the reference's FreeU hooks, diffusers' FreeU, or none.
+1. one attention layer: the official processor against synth2real's processor classes
+   (random rows, forced argmax ties, chunked), and the degenerate zero-query case;
+2. the CACTIF walk (cross-image, cacti, cactif) with classes on the image border, a later
+   image of a run (the reference's swap counter then swaps on step 0, not on step 1);
+3. AdaIN statistics on small classes (8 x 16 latents);
+4. the reference's noise draws: ``torch.manual_seed(42)`` inside class-wise AdaIN;
+5. StyleID against the authors' diffusers port;
+6. with the cracks data: the reference's colour-label path on the real reference labels,
+   synth2real's quirk path, and ``labels_to_latent``;
+7. ``--sd-widths``: a short walk on a UNet with SD 1.5's widths, where the reference's
+   FreeU acts: synth2real with its reference FreeU hooks, diffusers' FreeU, or none.
 
 Usage (repository root; reads ../shared, writes only docs/benchmarks)::
 
@@ -60,7 +58,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from bench_machine import cpu_model, git_commit, load_average  # noqa: E402
 
-from tests.diffusion.reference import cactif, loader, locate, models, ours  # noqa: E402
+from tests.diffusion.reference import cactif, layer, loader, locate, models, ours  # noqa: E402
 from tests.diffusion.reference import styleid as port_styleid  # noqa: E402
 
 PRESETS = ("cross-image", "cacti", "cactif")
@@ -73,57 +71,108 @@ SEEDS = {
 }
 #: column groups of the walk tables: (title, first step, end step)
 GROUPS = (("0-1", 0, 2), ("2-4", 2, 5), ("5-14", 5, 15), ("15-18", 15, 19), ("19", 19, 20))
+#: the walk's quirks, each put back to synth2real's default on its own:
+#: (row title, ReferenceQuirks fields, presets it concerns)
+SINGLE_QUIRKS = (
+    ("- border erosion (border_erodes)", ("border_erodes",), ("cacti", "cactif")),
+    ("- AdaIN statistics sqrt(var + 1e-5)", ("reference_statistics",), PRESETS),
+    ("- zero last noise map (zero_last_noise)", ("zero_last_noise",), PRESETS),
+    ("- no swap on step 1 (no_swap_steps)", ("no_swap_steps",), PRESETS),
+    ("- sigma offset 1", ("sigma_offset",), ("cacti", "cactif")),
+    ("- untouched pixels, no pooling (classwise_loop)", ("classwise_loop",), ("cacti", "cactif")),
+)
 
 
-def walk_variants(preset: str) -> list[tuple[str, ours.WalkOptions]]:
-    """synth2real's walk as it is, then with the gaps closed one after another, then
-    synth2real's defaults on top of all three closures."""
-    closed = {"last_target": True, "reference_stats": True, "border_erodes": True}
-    return [
-        ("quirks mode as it is", ours.WalkOptions(preset)),
-        ("+ last-step AdaIN target", ours.WalkOptions(preset, last_target=True)),
-        (
-            "+ AdaIN statistics sqrt(var + 1e-5)",
-            ours.WalkOptions(preset, last_target=True, reference_stats=True),
-        ),
-        ("+ border erosion (all closed)", ours.WalkOptions(preset, **closed)),
-        ("all closed, swap on every step", ours.WalkOptions(preset, swap_steps=None, **closed)),
-        ("all closed, diffusers' FreeU", ours.WalkOptions(preset, freeu="diffusers", **closed)),
-        (
-            "quirks off (defaults, FreeU off)",
-            ours.WalkOptions(preset, quirks=False, swap_steps=None),
-        ),
+# --------------------------------------------------------------------------------------
+def run_layer(log) -> dict:
+    loader.cactif()
+    rows = []
+    for filtering in (False, True):
+        for ties in (False, True):
+            for chunk in (None, 48):
+                attn = layer.attention_module()
+                hidden = layer.hidden_states()
+                if ties:
+                    hidden = layer.tied_keys(attn, hidden)
+                official, _ = layer.official(attn, hidden, filtering=filtering)
+                mine = layer.processor(attn, hidden, filtering=filtering, chunk_size=chunk)
+                rows.append(
+                    {
+                        "preset": "cactif" if filtering else "cross-image",
+                        "ties": ties,
+                        "chunk": chunk,
+                        "rows": layer.row_differences(mine, official),
+                    }
+                )
+    attn = layer.attention_module()
+    hidden = layer.zero_queries(layer.hidden_states())
+    official, _ = layer.official(attn, hidden, filtering=True)
+    mine = layer.processor(attn, hidden, filtering=True)
+    zero = {"rows": layer.row_differences(mine, official), "zero_queries": layer.ZERO_QUERIES}
+    zero["out_row_scale"] = float(official[0].abs().max())
+    log(f"layer: max {max(max(r['rows']) for r in rows):.1e}, zero queries {zero['rows']}")
+    return {"tokens": layer.TOKENS, "heads": layer.HEADS, "cases": rows, "zero_queries": zero}
+
+
+def walk_variants(preset: str) -> list[tuple[str, dict]]:
+    """synth2real's walk with every quirk, then one quirk off at a time, then its defaults."""
+    out = [
+        ("reference_quirks (fed the official levels)", {}),
+        ("reference_quirks + shared_noise (its own draws)", {"shared_noise": True}),
     ]
+    out += [
+        (title, {"without": fields})
+        for title, fields, presets in SINGLE_QUIRKS
+        if preset in presets
+    ]
+    out += [
+        ("own draws without shared_noise", {"own_draws": True}),
+        ("synth2real's defaults (FreeU off)", {"quirks": False}),
+    ]
+    return out
+
+
+def _invert_after_seed(official, image, seed: int):
+    with loader.preserved_rng():
+        torch.manual_seed(seed)
+        return official.invert(image)
 
 
 def run_walks(tiny, labels, log) -> dict:
     style = models.random_image(tiny.image_hw, SEEDS["style image"])
     content = models.random_image(tiny.image_hw, SEEDS["content image"])
-    inverted = None
     out: dict = {}
+    inverted = None
     for preset in PRESETS:
         official = cactif.OfficialCACTIF(tiny, preset)
-        if inverted is None:
-            inverted = official.invert_pair(style, content, seed=SEEDS["inversion"])
+        if inverted is None:  # the state of every style and later content of a CACTI run
+            inverted = (
+                _invert_after_seed(official, style, SEEDS["inversion"]),
+                _invert_after_seed(official, content, SEEDS["inversion"]),
+            )
         t = time.time()
-        walk = official.walk(*inverted, *labels)
+        walk = official.walk(*inverted, *labels, first_image=False)
         log(f"{preset}: official walk {time.time() - t:.0f} s")
         rows = []
-        for name, opts in walk_variants(preset):
+        for name, kw in walk_variants(preset):
+            kw = dict(kw)
+            own = kw.pop("own_draws", False) or kw.get("shared_noise", False)
             mine = ours.walk(
                 tiny,
                 inverted[0].xts,
                 inverted[1].xts,
-                opts,
+                ours.WalkOptions(preset, swap_steps=None, **kw),
                 label_content=labels[0],
                 label_style=labels[1],
                 num_classes=models.LABEL_CLASSES,
+                levels=not own,
             )
             rows.append(
                 {
                     "variant": name,
                     "after_adain": ours.per_step(walk.out, mine.after),
                     "before_adain": ours.per_step(walk.out_before_adain, mine.before),
+                    "swapped": mine.swapped,
                 }
             )
         out[preset] = {
@@ -131,44 +180,64 @@ def run_walks(tiny, labels, log) -> dict:
             "official_max_abs": [float(s[0].abs().max()) for s in walk.steps],
             "variants": rows,
         }
-        log(
-            f"{preset}: as is max {max(rows[0]['after_adain']):.1e}, all closed max "
-            f"{max(rows[3]['after_adain']):.1e}"
-        )
+        log(f"{preset}: quirks max {max(rows[0]['after_adain']):.1e}")
     return out
 
 
 def run_small_classes(log) -> dict:
     tiny = models.tiny_sd(seed=SEEDS["unet"], sample_size=8)
-    labels = models.latent_labels(tiny.latent_hw, framed=True)
+    labels = models.latent_labels(tiny.latent_hw)
     style = models.random_image(tiny.image_hw, SEEDS["style image"])
     content = models.random_image(tiny.image_hw, SEEDS["content image"])
     official = cactif.OfficialCACTIF(tiny, "cacti")
-    inverted = official.invert_pair(style, content, seed=SEEDS["inversion"])
-    walk = official.walk(*inverted, *labels)
+    inverted = (
+        _invert_after_seed(official, style, SEEDS["inversion"]),
+        _invert_after_seed(official, content, SEEDS["inversion"]),
+    )
+    walk = official.walk(*inverted, *labels, first_image=False)
     rows = []
     for name, opts in (
-        ("quirks mode as it is", ours.WalkOptions("cacti")),
-        ("+ AdaIN statistics", ours.WalkOptions("cacti", reference_stats=True)),
+        ("reference_quirks", ours.WalkOptions("cacti", swap_steps=None)),
+        (
+            "- AdaIN statistics",
+            ours.WalkOptions("cacti", swap_steps=None, without=("reference_statistics",)),
+        ),
+        ("synth2real's defaults (FreeU off)", ours.WalkOptions("cacti", quirks=False)),
     ):
         mine = ours.walk(
             tiny, inverted[0].xts, inverted[1].xts, opts, label_content=labels[0],
             label_style=labels[1], num_classes=models.LABEL_CLASSES,
         )  # fmt: skip
         rows.append(
-            {"variant": name, "before_adain": ours.per_step(walk.out_before_adain, mine.before)}
+            {
+                "variant": name,
+                "before_adain": ours.per_step(walk.out_before_adain, mine.before),
+                "ours_max_abs": float(mine.after.abs().max()),
+            }
         )
+    from synth2real.diffusion.adain import erode_slots
+
     eroded = {
-        name: int(ours.erode_border_zero(ours.slots(lab, models.LABEL_CLASSES)[None])[0].sum())
+        name: int(
+            erode_slots(ours.slots(lab, models.LABEL_CLASSES)[None], 1, border_erodes=True)[0].sum()
+        )
         for name, lab in zip(("content", "style"), labels, strict=True)
     }
-    log(f"small classes: as is {max(rows[0]['before_adain']):.1e}")
-    return {"latent": list(tiny.latent_hw), "rows": rows, "kept_after_erosion": eroded}
+    log(f"small classes: quirks {max(rows[0]['before_adain']):.1e}")
+    return {
+        "latent": list(tiny.latent_hw),
+        "rows": rows,
+        "kept_after_erosion": eroded,
+        "official_max_abs": float(walk.out.abs().max()),
+    }
 
 
 def run_noise(tiny, labels, log) -> dict:
     """The reference's dataset loop for one style and two contents (``run.py``)."""
+    from synth2real.diffusion.quirks import reference_levels
+
     images = {k: models.random_image(tiny.image_hw, SEEDS[k]) for k in SEEDS if "image" in k}
+    sch = ours.schedule(50)
     out = {}
     for preset in ("cacti", "cross-image"):
         official = cactif.OfficialCACTIF(tiny, preset)
@@ -184,8 +253,10 @@ def run_noise(tiny, labels, log) -> dict:
             "content2_vs_style": ours.max_abs(noise["c2"], noise["style"]),
         }
         if preset == "cacti":
-            draws = cactif.reference_draws(s_inv.x0, SEEDS["inversion"])
-            out["recipe_vs_style_levels"] = ours.max_abs(draws, s_inv.xts)
+            mine = reference_levels(s_inv.x0[None], sch, 0)[:, 0]
+            out["shared_noise_vs_style_levels"] = ours.max_abs(mine, s_inv.xts)
+            mine2 = reference_levels(c2.x0[None], sch, 0)[:, 0]
+            out["shared_noise_vs_content2_levels"] = ours.max_abs(mine2, c2.xts)
     log(f"noise: {out}")
     return out
 
@@ -205,37 +276,31 @@ def run_styleid(log, steps: int = 20) -> dict:
         "z_T_max_abs": float(inv.content[-1].abs().max()),
     }
     plain = port.sample(inv, init_adain=False, inject=False)
-    traj = ours.ddim_trajectory(tiny, inv.content[-1:], steps)
-    inputs = torch.cat([inv.content[-1:], traj[:-1, 0]])
+    traj = ours.ddim_trajectory(tiny, inv.content[-1:], steps, x0_last=True)[:, 0]
+    inputs = torch.cat([inv.content[-1:], traj[:-1]])
+    last_step = ours.ddim_trajectory(tiny, inv.content[-1:], steps)[-1]
     res["plain"] = {
         "inputs_per_step": ours.per_step(plain.inputs, inputs),
-        "output_vs_port": ours.max_abs(traj[-1], plain.output),
+        "x0_output_vs_port": ours.max_abs(traj[-1:], plain.output),
+        "last_step_vs_port": ours.max_abs(last_step, plain.output),
     }
     full = port.sample(inv)
-    no_adain = port.sample(inv, init_adain=False)
+    variants = (
+        ("reference_quirks", {"quirks": True}),
+        ("- port's layers (6 layers)", {"quirks": True, "without": ("port_layers",)}),
+        ("- port's initial AdaIN", {"quirks": True, "without": ("port_initial_adain",)}),
+        ("- x0 output (last DDIM step)", {"quirks": True, "without": ("x0_output",)}),
+        ("synth2real's defaults", {}),
+    )
     rows = []
-    for name, kw, ref_run in (
-        ("synth2real as it is (6 layers, population std)", {}, full),
-        ("port's 5 layers", {"layer_keys": port_styleid.port_layer_keys()}, full),
-        (
-            "port's 5 layers + port's AdaIN",
-            {"layer_keys": port_styleid.port_layer_keys(), "port_adain": True},
-            full,
-        ),
-        (
-            "no initial AdaIN, port's 5 layers",
-            {"layer_keys": port_styleid.port_layer_keys(), "adain": "none"},
-            no_adain,
-        ),
-    ):
+    for name, kw in variants:
         mine = ours.styleid(tiny, inv.content_latent, inv.style_latent, steps=steps, **kw)
-        mine_inputs = torch.cat([mine.initial, mine.steps[:-1, 0]])
         rows.append(
             {
                 "variant": name,
-                "initial": ours.max_abs(mine.initial, ref_run.initial),
-                "inputs_per_step": ours.per_step(ref_run.inputs, mine_inputs),
-                "output_vs_port": ours.max_abs(mine.steps[-1], ref_run.output),
+                "initial": ours.max_abs(mine.initial, full.initial),
+                "inputs_per_step": ours.per_step(full.inputs, mine.inputs),
+                "output_vs_port": ours.max_abs(mine.steps[-1:], full.output),
             }
         )
     res["injected"] = rows
@@ -251,6 +316,7 @@ def run_labels(data: Path, log) -> dict | None:
     from synth2real.data.readers import open_dataset
     from synth2real.diffusion.adain import labels_to_latent
     from synth2real.diffusion.method import fit_to
+    from synth2real.diffusion.quirks import reference_labels_to_latent
 
     ref = loader.cactif()
     palette = ref.palettes.CITYSCAPES
@@ -271,11 +337,16 @@ def run_labels(data: Path, log) -> dict | None:
             path = Path(tmp) / f"{s.name}.png"
             Image.fromarray(colour, "RGBA").save(path)
             _, official = ref.utils_mask_utils.process_label(path, palette)  # (64, 128)
+            train = np.where(lab == crack, pole, road).astype(np.uint8)
+            quirk = reference_labels_to_latent(
+                train, (512, 1024), (64, 128), 19, colors=[tuple(c) for c in palette]
+            )
             _, fitted = fit_to(np.zeros((*lab.shape, 3), np.uint8), lab, (512, 1024), "crop")
             row = {
                 "name": s.name,
                 "official_crack": int((official == pole).sum()),
                 "official_none": int((official == 255).sum()),
+                "quirk_differs": int((np.where(quirk == 19, 255, quirk) != official).sum()),
             }
             for share in (0.0, 0.25):
                 lat = labels_to_latent(
@@ -317,7 +388,7 @@ def run_sd_widths(log, steps: int = 10, skip: int = 6) -> dict:
                 "after_adain": ours.per_step(walk.out, mine.after),
             }
         )
-    log(f"sd widths: {[(r['freeu'], max(r['before_adain'])) for r in rows]}")
+    log(f"sd widths: {[(r['freeu'], max(r['after_adain'])) for r in rows]}")
     return {"steps": steps, "skip": skip, "latent": list(tiny.latent_hw), "rows": rows}
 
 
@@ -328,6 +399,18 @@ def _fmt(v: float) -> str:
 
 def _groups(values: list[float]) -> list[str]:
     return [_fmt(max(values[a:b])) if values[a:b] else "-" for _, a, b in GROUPS]
+
+
+def _walk_table(rows: list[dict], key: str) -> list[str]:
+    lines = [
+        "| synth2real | " + " | ".join(f"steps {g[0]}" for g in GROUPS) + " | max |",
+        "|---|" + "---|" * (len(GROUPS) + 1),
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['variant']} | " + " | ".join(_groups(row[key])) + f" | {_fmt(max(row[key]))} |"
+        )
+    return lines
 
 
 def write_markdown(path: Path, rec: dict) -> None:
@@ -348,36 +431,52 @@ def write_markdown(path: Path, rec: dict) -> None:
         "",
         "Tiny random models in SD 1.5's block layout (UNet widths 8/8/16/16, 2 heads, 2 "
         "layers per block; VAE latents scaled to SD's std of about 1), SD 1.5's schedule, "
-        "50 steps, 30 skipped, 20 walked. Every number is the max abs difference of the "
-        "out latent between the official run and synth2real's, fed the official "
-        "inversion's levels.",
+        "50 steps, 30 skipped, 20 walked. Every number is a max abs difference between "
+        "the official run and synth2real's.",
+        "",
+    ]
+    lay = rec["layer"]
+    L += [
+        f"## 1. One attention layer ({lay['tokens']} tokens, {lay['heads']} heads)",
+        "",
+        "The official processor against synth2real's `SwapProcessor` / "
+        "`FilteredSwapProcessor` on the same module and rows `[out, style, content]`:",
+        "",
+        "| preset | argmax ties | chunk | out | style | content |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in lay["cases"]:
+        L.append(
+            f"| {c['preset']} | {'forced' if c['ties'] else 'no'} | {c['chunk'] or 'whole'} | "
+            + " | ".join(_fmt(v) for v in c["rows"])
+            + " |"
+        )
+    z = lay["zero_queries"]
+    L += [
+        "",
+        f"Degenerate case, not matched: {z['zero_queries']} out tokens with a zero query "
+        "attend uniformly, so every style key ties; the official sharpening centres column "
+        "`j` on the mean of row `j` (a broadcast), which differs from 1/N by float "
+        "rounding, so its argmax picks the column whose row mean rounds lowest, synth2real "
+        "the first. CACTIF, out row / style / content: "
+        + " / ".join(_fmt(v) for v in z["rows"])
+        + f" (out row values up to {z['out_row_scale']:.2f}; the tie-break moves those "
+        "tokens' similarity, hence the quantile and every weak column).",
         "",
     ]
     w = rec["walks"]
     L += [
-        f"## 1. CACTIF walk, latents {w['latent'][0]} x {w['latent'][1]}, classes touching the border",
+        f"## 2. The CACTIF walk, latents {w['latent'][0]} x {w['latent'][1]}, classes on "
+        "the image border",
         "",
-        "After each step's AdaIN, max over the steps of each group (steps 0-1: the reference "
-        "does not swap; 5-14: class-wise AdaIN for cacti/cactif; 19: the last step). "
-        "synth2real runs with `reference_quirks`, `swap_steps=[2, 20]` and FreeU off (the "
-        "reference's FreeU tests for 1280 and 640 channels, which this narrow UNet never "
-        "has; see section 6). The variants close the known gaps one after another in the "
-        "harness (`tests/diffusion/reference/ours.py`), then put synth2real's defaults back "
-        "one at a time:",
-        "",
-        "- *last-step AdaIN target*: the reference's last global AdaIN aims at its style "
-        "row after the last step, whose noise map it zeroed (the style's posterior mean "
-        "`mu(x_1)`), synth2real's at the style's clean latent;",
-        "- *AdaIN statistics*: the reference's standard deviations are `sqrt(var + 1e-5)` "
-        "(unbiased variance in global AdaIN), synth2real's the population std;",
-        "- *border erosion*: the reference erodes class masks with "
-        "`scipy.ndimage.binary_erosion` (`border_value=0`: pixels on the image border "
-        "erode, so they are neither counted nor transformed), synth2real does not erode "
-        "the border;",
-        "- *swap on every step*: synth2real's default `swap_steps=None` instead of the "
-        "reference's lagging counter (no swap on steps 0 and 1);",
-        "- *diffusers' FreeU*: synth2real's current default `freeu=True`;",
-        "- *quirks off*: `reference_quirks=False`, every step swapped, FreeU off.",
+        "A later image of a run (the reference's step counter still holds the previous "
+        "image's last step: it swaps on step 0, not on step 1), both images inverted right "
+        "after `torch.manual_seed(42)`. synth2real runs with `reference_quirks`, "
+        "`swap_steps=None` and FreeU off (the reference's FreeU tests for 1280 and 640 "
+        "channels, which this narrow UNet never has; see section 7), fed the official "
+        "inversion's levels or drawing its own (`shared_noise`); then one quirk at a time "
+        "is put back to synth2real's default. After each step's AdaIN, max over the steps "
+        "of each group (5-14: class-wise AdaIN for cacti/cactif; 19: the last step):",
         "",
     ]
     for preset, res in w["presets"].items():
@@ -385,38 +484,31 @@ def write_markdown(path: Path, rec: dict) -> None:
             f"### {preset}",
             "",
             f"Official out latent: max abs {max(res['official_max_abs']):.2f}; swapped steps "
-            f"{res['swapped_steps'][0]}..{res['swapped_steps'][-1]}.",
+            + ", ".join(str(s) for s in res["swapped_steps"][:3])
+            + f", ..., {res['swapped_steps'][-1]}.",
             "",
-            "| synth2real variant | " + " | ".join(f"steps {g[0]}" for g in GROUPS) + " |",
-            "|---|" + "---|" * len(GROUPS),
-        ]
-        for row in res["variants"]:
-            L.append(f"| {row['variant']} | " + " | ".join(_groups(row["after_adain"])) + " |")
-        first = res["variants"][0]
-        L += [
+            *_walk_table(res["variants"], "after_adain"),
             "",
-            "As it is, per step after AdaIN: " + " ".join(_fmt(v) for v in first["after_adain"]),
-            "",
-            "As it is, per step before AdaIN: " + " ".join(_fmt(v) for v in first["before_adain"]),
+            "With every quirk, per step after AdaIN: "
+            + " ".join(_fmt(v) for v in res["variants"][0]["after_adain"]),
             "",
         ]
     sc = rec["small_classes"]
     L += [
-        f"## 2. AdaIN statistics on small classes (cacti, {sc['latent'][0]} x {sc['latent'][1]}, "
-        "labels off the border)",
+        f"## 3. AdaIN statistics on small classes (cacti, {sc['latent'][0]} x {sc['latent'][1]})",
         "",
-        f"Latent pixels kept by the erosion: {sc['kept_after_erosion']}. Before each step's "
-        "AdaIN (so the last-step target plays no part):",
+        f"Latent pixels kept by the (border) erosion: {sc['kept_after_erosion']}. Before "
+        f"each step's AdaIN. Official out latent max abs {sc['official_max_abs']:.2f}; "
+        "synth2real's: "
+        + ", ".join(f"{r['variant']} {r['ours_max_abs']:.2f}" for r in sc["rows"])
+        + ".",
         "",
-        "| synth2real variant | " + " | ".join(f"steps {g[0]}" for g in GROUPS) + " |",
-        "|---|" + "---|" * len(GROUPS),
+        *_walk_table(sc["rows"], "before_adain"),
     ]
-    for row in sc["rows"]:
-        L.append(f"| {row['variant']} | " + " | ".join(_groups(row["before_adain"])) + " |")
     n = rec["noise"]
     L += [
         "",
-        "## 3. The reference's noise draws",
+        "## 4. The reference's noise draws",
         "",
         "The reference's dataset loop (`run.py`): `torch.manual_seed(42)`, invert the style, "
         "invert content 1, walk, invert content 2. Max abs difference of the unit noise "
@@ -432,31 +524,31 @@ def write_markdown(path: Path, rec: dict) -> None:
         )
     L += [
         "",
-        "The draws themselves: `torch.manual_seed(42)`, then one `randn_like(x0)` per level "
-        "from the last level (t = 1) to the first (t = 981) "
-        f"(`cactif.reference_draws`): max abs difference to the style's levels "
-        f"{_fmt(n['recipe_vs_style_levels'])}.",
+        "synth2real's `shared_noise` draws (`quirks.reference_levels`) against the official "
+        f"levels: style {_fmt(n['shared_noise_vs_style_levels'])}, content 2 "
+        f"{_fmt(n['shared_noise_vs_content2_levels'])} (the official levels 1..T carry the "
+        "inversion's float correction). A run's first content image continues the stream "
+        "instead: not reproduced.",
         "",
     ]
     s = rec["styleid"]
+    p = s["plain"]
     L += [
-        f"## 4. StyleID against the authors' diffusers port ({s['steps']} DDIM steps, "
+        f"## 5. StyleID against the authors' diffusers port ({s['steps']} DDIM steps, "
         f"latents {s['latent'][0]} x {s['latent'][1]})",
         "",
         f"- DDIM inversion end point: content {_fmt(s['inversion_end_point']['content'])}, "
         f"style {_fmt(s['inversion_end_point']['style'])} (z_T max abs "
         f"{s['inversion_end_point']['z_T_max_abs']:.2f}).",
         f"- Plain sampling (no AdaIN, no injection), UNet inputs per step: max "
-        f"{_fmt(max(s['plain']['inputs_per_step']))}; result "
-        f"{_fmt(s['plain']['output_vs_port'])} (the port returns the last step's x0 "
-        "prediction, synth2real the last DDIM step, to `final_alpha_cumprod` = 0.99915).",
-        "- Injected sampling: the port injects in 5 layers (its numbering 7..11: "
-        "`up_blocks.2.attentions.1/2`, `up_blocks.3.attentions.0/1/2`), synth2real in 6 "
-        "(also `up_blocks.2.attentions.0`); the port's initial AdaIN divides by "
-        "`std + 1e-4` (unbiased `torch.std`), synth2real's by the population std. The "
-        "result column includes the last-step difference above.",
+        f"{_fmt(max(p['inputs_per_step']))}; result {_fmt(p['x0_output_vs_port'])} with "
+        f"the last x0 prediction (the port's), {_fmt(p['last_step_vs_port'])} with the "
+        "last DDIM step (synth2real's default, to `final_alpha_cumprod` = 0.99915).",
+        "- Injected sampling with the initial AdaIN (the port's defaults), synth2real with "
+        "StyleID's `reference_quirks`, then one quirk at a time back to synth2real's "
+        "default:",
         "",
-        "| synth2real variant | initial latent | UNet inputs, max over steps | result |",
+        "| synth2real | initial latent | UNet inputs, max over steps | result |",
         "|---|---|---|---|",
     ]
     for row in s["injected"]:
@@ -465,7 +557,7 @@ def write_markdown(path: Path, rec: dict) -> None:
             f"| {_fmt(row['output_vs_port'])} |"
         )
     lab = rec.get("labels")
-    L += ["", "## 5. Reference label maps at latent size (cracks references)", ""]
+    L += ["", "## 6. Reference label maps at latent size (cracks references)", ""]
     if lab:
         t = lab["total"]
         L += [
@@ -473,8 +565,10 @@ def write_markdown(path: Path, rec: dict) -> None:
             "Cityscapes palette (background = road, cracks = pole) and read by the "
             "reference's `process_label` (crop to 2:1, bicubic resize to 1024 x 512, "
             "bicubic resize to 128 x 64, exact palette match, 255 otherwise); "
-            "synth2real: `labels_to_latent` of the same crop at 512 x 1024. Latent pixels, "
-            f"all images together ({lab['latent_pixels_per_image']} per image):",
+            "synth2real's quirk path (`reference_labels_to_latent`, `reference_quirks`) "
+            f"differs in {t['quirk_differs']} latent pixels; `labels_to_latent` (the "
+            "default) of the same crop at 512 x 1024. Latent pixels, all images together "
+            f"({lab['latent_pixels_per_image']} per image):",
             "",
             "| | crack | no class (255) | no class where synth2real has crack |",
             "|---|---|---|---|",
@@ -487,20 +581,21 @@ def write_markdown(path: Path, rec: dict) -> None:
     else:
         L.append("Not measured (quick mode, or the cracks data is absent).")
     sd = rec.get("sd_widths")
-    L += ["", "## 6. FreeU at SD 1.5's widths (cross-image)", ""]
+    L += ["", "## 7. FreeU at SD 1.5's widths (cross-image)", ""]
     if sd:
         L += [
             f"UNet widths 320/640/1280/1280, one layer per block; {sd['steps']} steps, "
-            f"{sd['skip']} skipped; latents {sd['latent'][0]} x {sd['latent'][1]}. Before "
-            "each step's AdaIN, max over the walk:",
+            f"{sd['skip']} skipped; latents {sd['latent'][0]} x {sd['latent'][1]}; "
+            "synth2real with `reference_quirks` and `swap_steps` of a first image. Max over "
+            "the walk:",
             "",
-            "| synth2real FreeU | max before AdaIN | max after AdaIN, last step excluded |",
+            "| synth2real FreeU | before AdaIN | after AdaIN |",
             "|---|---|---|",
         ]
         for row in sd["rows"]:
             L.append(
                 f"| {row['freeu']} | {_fmt(max(row['before_adain']))} | "
-                f"{_fmt(max(row['after_adain'][:-1]))} |"
+                f"{_fmt(max(row['after_adain']))} |"
             )
     else:
         L.append("Not measured (run with `--sd-widths`).")
@@ -524,6 +619,7 @@ def _hashes(root: Path) -> dict:
         "CACTIF/utils/adain.py",
         "CACTIF/utils/attention_utils.py",
         "CACTIF/utils/ddpm_inversion.py",
+        "CACTIF/utils/mask_utils.py",
         "StyleID/diffusers_implementation/run_styleid_diffusers.py",
     ):
         f = root / rel
@@ -564,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             "sha256": _hashes(locate.reference_root()),
         },
     }
+    record["layer"] = run_layer(log)
     record["walks"] = {"latent": list(tiny.latent_hw), "presets": run_walks(tiny, labels, log)}
     record["small_classes"] = run_small_classes(log)
     record["noise"] = run_noise(tiny, labels, log)
@@ -593,4 +690,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -12,8 +12,6 @@ CACTIF, plain attention for the style and content rows), whole and chunked.
 
 from __future__ import annotations
 
-import tempfile
-import types
 from pathlib import Path
 
 import pytest
@@ -22,67 +20,20 @@ import torch.nn.functional as F
 
 from synth2real.diffusion.attention import attention
 from synth2real.diffusion.filtering import filter_scores, filtered_attention
-from tests.diffusion.reference import loader
-
-HW = (8, 16)  # the layer's token grid (the reference's filter assumes width = 2 x height)
-TOKENS = HW[0] * HW[1]
-CHANNELS, HEADS = 32, 4
-
-
-def _attention_module(seed: int = 0):
-    from diffusers.models.attention_processor import Attention
-
-    torch.manual_seed(seed)
-    return Attention(
-        query_dim=CHANNELS, heads=HEADS, dim_head=CHANNELS // HEADS, bias=False, out_bias=True
-    ).eval()
-
-
-def _hidden(seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((3, TOKENS, CHANNELS), generator=g) * 3  # peaked attention
-
-
-#: two style positions whose keys are equal and whose values differ
-TIED = (5, 77)
-
-
-def _tied_keys(attn, hidden: torch.Tensor) -> torch.Tensor:
-    """Force argmax ties whose tie-break matters: ``to_k`` ignores channel 0, the style
-    tokens at :data:`TIED` differ only there (equal keys, different values) and dominate
-    the attention, and the out tokens at those positions are equal (so the official
-    sharpening centres both columns on the same row mean and keeps the tie)."""
-    with torch.no_grad():
-        attn.to_k.weight[:, 0] = 0
-    h = hidden.clone()
-    j1, j2 = TIED
-    h[1, j1] = h[1, j1] * 3
-    h[1, j2] = h[1, j1]
-    h[1, j2, 0] += 4.0
-    h[0, j2] = h[0, j1]
-    return h
-
-
-def _official_processor(attn, *, filtering: bool):
-    """The official processor bound to a ``CACTIFModel`` whose "UNet" holds ``attn``."""
-    ref = loader.cactif()
-    tmp = tempfile.TemporaryDirectory()
-    cfg = ref.config.RunConfig(latents_path=Path(tmp.name), filtering=filtering)
-    pipe = types.SimpleNamespace(
-        unet=torch.nn.ModuleDict({"up_blocks": torch.nn.ModuleList([attn])})
-    )
-    model = ref.cactif_model.CACTIFModel(cfg, pipe=pipe)
-    model.enable_edit = True
-    model._tmp = tmp  # keep the folder as long as the model
-    return model, attn.processor
-
-
-def _official(attn, hidden, *, filtering: bool, step: int = 5) -> torch.Tensor:
-    model, proc = _official_processor(attn, filtering=filtering)
-    model.step = step
-    with torch.no_grad(), loader.cuda_is_cpu(), loader.token_counts_for(HW) as mixed:
-        out = proc(attn, hidden.clone(), perform_swap=True)
-    return out, bool(mixed)
+from tests.diffusion.reference.layer import (
+    CHANNELS,
+    HEADS,
+    TIED,
+    TOKENS,
+    ZERO_QUERIES,
+    row_differences,
+    zero_queries,
+)
+from tests.diffusion.reference.layer import attention_module as _attention_module
+from tests.diffusion.reference.layer import hidden_states as _hidden
+from tests.diffusion.reference.layer import official as _official
+from tests.diffusion.reference.layer import processor as _processor
+from tests.diffusion.reference.layer import tied_keys as _tied_keys
 
 
 def _heads(x: torch.Tensor) -> torch.Tensor:
@@ -112,25 +63,6 @@ def _ours(attn, hidden, *, swap: bool, filtering: bool, chunk_size=None) -> torc
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def _processor(attn, hidden, *, filtering: bool, chunk_size=None) -> torch.Tensor:
-    """synth2real's processor class on ``attn`` for the rows ``[out, style, content]``."""
-    from synth2real.diffusion.processors import FilteredSwapProcessor, SwapLayout, SwapProcessor
-
-    layout = SwapLayout(1, 1, torch.zeros(1, dtype=torch.long), 1.67, chunk_size)
-    proc = (
-        FilteredSwapProcessor("layer", layout, 0.25)
-        if filtering
-        else SwapProcessor("layer", layout)
-    )
-    original = attn.processor
-    attn.set_processor(proc)
-    try:
-        with torch.no_grad():
-            return attn(hidden.clone())
-    finally:
-        attn.set_processor(original)
-
-
 @pytest.mark.parametrize("filtering", [False, True], ids=["cross-image", "cactif"])
 @pytest.mark.parametrize("ties", [False, True], ids=["random", "argmax-ties"])
 @pytest.mark.parametrize("chunk_size", [None, 48], ids=["whole", "chunked"])
@@ -140,7 +72,7 @@ def test_synth2reals_processors_equal_the_official_one_on_every_row(filtering, t
     official, swapped = _official(attn, hidden, filtering=filtering)
     assert swapped
     ours = _processor(attn, hidden, filtering=filtering, chunk_size=chunk_size)
-    diffs = [float((ours[row] - official[row]).abs().max()) for row in range(3)]
+    diffs = row_differences(ours, official)
     assert max(diffs) <= 1e-5, diffs  # out, style, content
 
 
@@ -191,8 +123,7 @@ def test_zero_queries_tie_every_key_and_the_official_code_breaks_them_by_roundin
     reproduces the official output; synth2real's filter does not."""
     ref_impl = _load_reference_impl()
     attn = _attention_module()
-    hidden = _hidden()
-    hidden[0, :24] = 0  # to_q has no bias: zero queries
+    hidden = zero_queries(_hidden())  # to_q has no bias: zero queries
     official, swapped = _official(attn, hidden, filtering=True)
     assert swapped
     q, k, v = _qkv(attn, hidden)
@@ -200,12 +131,12 @@ def test_zero_queries_tie_every_key_and_the_official_code_breaks_them_by_roundin
         recreated = ref_impl.reference_filtered_step(q, k, v)
         recreated = attn.to_out[0](recreated.transpose(1, 2).reshape(3, TOKENS, CHANNELS))
         _, arg = filter_scores(q[:1], k[1:2], v[1:2], v[2:], sharpen=1.67, scale=attn.scale)
-    assert (arg[0, :24] == 0).all()
+    assert (arg[0, :ZERO_QUERIES] == 0).all()
     torch.testing.assert_close(recreated, official, rtol=0, atol=1e-5)
     ours = _ours(attn, hidden, swap=True, filtering=True)
     torch.testing.assert_close(ours[1:], official[1:], rtol=0, atol=1e-5)
     gap = float((ours[0] - official[0]).abs().max())
-    print(f"zero queries, out row: max abs difference {gap:.2e} (24 of {TOKENS} queries zero)")
+    print(f"zero queries, out row: {gap:.2e} ({ZERO_QUERIES} of {TOKENS} queries zero)")
     # the out row differs everywhere: the tie-break moves sim of the zero queries, hence
     # the quantile, the weak set and every row's filtered attention
     assert gap > 1e-2

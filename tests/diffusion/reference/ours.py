@@ -94,7 +94,6 @@ class WalkOptions:
     def config(self, steps: int, skip: int):
         """The walk's ``CrossImageConfig`` (with ``without`` applied to its quirks)."""
         from synth2real.diffusion.config import CrossImageConfig
-        from synth2real.diffusion.quirks import NO_QUIRKS
 
         fields = dict(
             num_inference_steps=steps,
@@ -105,17 +104,25 @@ class WalkOptions:
             freeu=self.freeu,
             **PRESET_FIELDS[self.preset],
         )
-        if not self.without:
-            return CrossImageConfig(**fields)
-        off = {name: getattr(NO_QUIRKS, name) for name in self.without}
+        return with_quirks_off(CrossImageConfig, self.without)(**fields)
 
-        @dataclass
-        class Partial(CrossImageConfig):
-            @property
-            def quirks(self):
-                return dataclasses.replace(super().quirks, **off)
 
-        return Partial(**fields)
+def with_quirks_off(config: type, without: Sequence[str]) -> type:
+    """``config`` (a synth2real config class), or a subclass whose ``quirks`` have the
+    fields ``without`` at synth2real's defaults (``NO_QUIRKS``): one quirk measured."""
+    from synth2real.diffusion.quirks import NO_QUIRKS
+
+    if not without:
+        return config
+    off = {name: getattr(NO_QUIRKS, name) for name in without}
+
+    @dataclass
+    class Partial(config):  # type: ignore[valid-type, misc]
+        @property
+        def quirks(self):
+            return dataclasses.replace(super().quirks, **off)
+
+    return Partial
 
 
 @dataclass
@@ -272,6 +279,7 @@ def styleid(
     steps: int,
     adain: str = "global",
     quirks: bool = False,
+    without: Sequence[str] = (),
     layer_keys: Sequence[str] | None = None,
     gamma: float = 0.75,
     tau: float = 1.5,
@@ -281,6 +289,7 @@ def styleid(
     Args:
         quirks: StyleID's ``reference_quirks`` (the port's initial AdaIN, its five layers,
             the last x0 prediction as the result).
+        without: quirk fields put back to synth2real's defaults (:func:`with_quirks_off`).
         layer_keys: processor keys of the edited layers; default synth2real's choice
             (every decoder self-attention layer of the two finest resolutions).
     """
@@ -294,7 +303,7 @@ def styleid(
         layers = [layer for layer in layers if layer.key in set(layer_keys)]
         if len(layers) != len(set(layer_keys)):
             raise ValueError("some layer keys are not decoder self-attention layers")
-    cfg = StyleIDConfig(
+    cfg = with_quirks_off(StyleIDConfig, without)(
         num_inference_steps=steps,
         skip=0,
         gamma=gamma,
@@ -341,4 +350,5 @@ __all__ = [
     "slots",
     "styleid",
     "walk",
+    "with_quirks_off",
 ]
