@@ -81,7 +81,8 @@ def pilot_cmd(
     seg_model: Annotated[
         str | None,
         typer.Option(
-            "--seg-model", help="Segmentation model trained per run (small-unet, segformer)."
+            "--seg-model",
+            help="Segmentation model trained per run: small-unet (default) or segformer.",
         ),
     ] = None,
     old_model: Annotated[
