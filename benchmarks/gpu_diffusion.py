@@ -9,12 +9,18 @@ What runs:
   ``apply_batch`` on random images and label maps, end to end (VAE encode, the walk,
   VAE decode, resize back). One warm-up image first (which also builds the reference
   bank, a one-time cost per working size), then ``--images`` images timed in batches of
-  ``--batch-size``. The UNet runs in ``--dtype`` (auto: float16 on CUDA).
+  ``--batch-size``. The UNet runs in ``--dtype`` (auto: float16 on CUDA). Each preset
+  runs with its own FreeU (the walk presets: the reference's form as up-block hooks;
+  styleid: off), or ``--freeu MODE`` for all.
+* ``freeu``: one UNet forward of a three-row walk batch at each size with FreeU off,
+  diffusers' and the reference's form, CUDA-synchronised: what the FreeU form costs.
 * ``reference``: ``benchmarks/reference_impl.ReferenceStructure``, the reference code's
   work per (content, style) pair: full-matrix attention in every layer, the per-position
   filter loop (cactif), content *and* style inverted for every pair (50 UNet passes each,
   batch of one), 20 steps of two UNet passes (the second, "no-swap", unused) on a batch
-  of three, all three latents decoded; float32, as the reference loads SD 1.5. With
+  of three, all three latents decoded; float32, as the reference loads SD 1.5; the
+  reference's FreeU (``synth2real.diffusion.freeu``'s hooks, equal to its hand-written
+  UNet at SD 1.5's widths) in every pass. With
   ``--reference-steps sampled`` (default) the inversion is timed over a few steps and the
   walk over a few steps and both are extrapolated linearly to 50 + 50 and 20 steps (every
   step does the same work); ``full`` runs them all.
@@ -27,6 +33,7 @@ Usage (one GPU, a few minutes)::
     python benchmarks/gpu_diffusion.py                  # 512x1024 and 1024x2048
     python benchmarks/gpu_diffusion.py --sizes 512x1024 --presets cactif
     python benchmarks/gpu_diffusion.py --smoke          # tiny models on the CPU, seconds
+    python benchmarks/gpu_diffusion.py --freeu diffusers # every preset with diffusers' FreeU
 
 Writes ``docs/benchmarks/gpu_diffusion.md`` and ``.json`` (``--smoke``: into ``--out-dir``,
 default a temporary folder, never the docs).
@@ -282,6 +289,8 @@ def time_ours(preset, models, size, data, args, *, images: int, warmup: bool) ->
 
     imgs, labels, refs = data
     params = dict(working_size=list(size), batch_size=args.batch_size, device=str(models.device))
+    if args.freeu is not None:
+        params["freeu"] = args.freeu
     if args.smoke:
         params.update(num_inference_steps=args.steps, skip=0 if preset == "styleid" else args.skip)
     requested = models.dtype
@@ -294,6 +303,7 @@ def time_ours(preset, models, size, data, args, *, images: int, warmup: bool) ->
         "preset": preset,
         "size": list(size),
         "dtype": str(models.dtype),
+        "freeu": method.freeu.mode,
     }
     try:
         with Clock(models.device) as c:
@@ -330,6 +340,43 @@ def time_ours(preset, models, size, data, args, *, images: int, warmup: bool) ->
     return rec
 
 
+# --------------------------------------------------------------------------- FreeU
+
+FREEU_MODES = ("off", "diffusers", "reference")
+
+
+def time_freeu(models, size, *, repeats: int = 3) -> dict:
+    """One UNet forward of a walk batch (three rows: out, style, content) at working size
+    ``size`` with each FreeU form; the best of ``repeats`` after a warm-up call."""
+    import torch
+
+    from synth2real.diffusion.freeu import install_freeu
+
+    h, w = (v // models.vae_scale_factor for v in size)
+    x = torch.randn((3, models.unet.config.in_channels, h, w), generator=torch.Generator())
+    x = x.to(models.device)
+    rec: dict = {"size": f"{size[0]}x{size[1]}", "rows": 3, "dtype": str(models.dtype)}
+    with torch.no_grad():
+        for mode in FREEU_MODES:
+            try:
+                with install_freeu(models.unet, mode) as handle:
+                    models.predict(x, 381)  # warm-up (kernels, FFT plans)
+                    times = []
+                    for _ in range(repeats):
+                        with Clock(models.device) as c:
+                            models.predict(x, 381)
+                        times.append(c.seconds)
+                rec[mode] = min(times)
+                rec[f"{mode}_stages"] = [st.block for st in handle.stages]
+            except torch.OutOfMemoryError as e:
+                rec[mode] = None
+                rec[f"{mode}_oom"] = str(e).splitlines()[0]
+            free_device(models.device)
+    if rec.get("off") and rec.get("reference"):
+        rec["reference_overhead"] = rec["reference"] / rec["off"] - 1.0
+    return rec
+
+
 # --------------------------------------------------------------------------- reference
 
 
@@ -358,6 +405,8 @@ def time_reference(preset, models, size, data, args) -> dict:
     import torch
     from reference_impl import ReferenceStructure
 
+    from synth2real.diffusion.freeu import install_freeu
+
     swap, filtering, classwise = REFERENCE_FLAGS[preset]
     imgs, labels, refs = data
     dev = models.device
@@ -368,8 +417,7 @@ def time_reference(preset, models, size, data, args) -> dict:
     k_inv = min(steps, args.sample_inversion_steps) if sampled else steps
     k_walk = min(n_walk, args.sample_walk_steps) if sampled else n_walk
     unet, vae = models.unet, models.vae
-    s1, s2, b1, b2 = (0.9, 0.2, 1.2, 1.4)
-    unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)  # the reference runs FreeU too
+    freeu = install_freeu(unet, "reference")  # the reference runs its FreeU in every pass
     rs = ReferenceStructure(
         unet,
         vae,
@@ -389,6 +437,7 @@ def time_reference(preset, models, size, data, args) -> dict:
         "preset": preset,
         "size": list(size),
         "dtype": str(next(unet.parameters()).dtype),
+        "freeu": "reference",
         "inversion_steps_timed": k_inv,
         "walk_steps_timed": k_walk,
         "extrapolated": sampled and (k_inv < steps or k_walk < n_walk),
@@ -457,6 +506,7 @@ def time_reference(preset, models, size, data, args) -> dict:
         rec.update(oom=True, oom_phase=phase, error=str(e).splitlines()[0])
     finally:
         rs.uninstall()
+        freeu.remove()
         free_device(dev)
     return rec
 
@@ -537,7 +587,8 @@ def write_markdown(path: Path, record: dict) -> None:
         "",
         f"Device: **{m['device_name']}** ({gib(m.get('device_memory_bytes'))}), torch {m['torch']}, "
         f"CUDA {m.get('cuda')}, diffusers {m.get('diffusers')}, host {m['cpu']}.",
-        f"Model: {cfg['model']}. Ours: UNet in {cfg['dtype']}, batches of {cfg['batch_size']}; "
+        f"Model: {cfg['model']}. Ours: UNet in {cfg['dtype']}, batches of {cfg['batch_size']}, "
+        f"FreeU {cfg.get('freeu', '-')}; "
         f"reference structure: float32, batch of one pair, reference steps {cfg['reference_steps']}"
         + (
             f" (inversion timed over {cfg['sample_inversion_steps']} steps, walk over "
@@ -547,8 +598,9 @@ def write_markdown(path: Path, record: dict) -> None:
         )
         + ".",
         "",
-        "| size | preset | ours s/image | ours peak | reference s/image | reference peak | speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| size | preset | FreeU | ours s/image | ours peak | reference s/image | reference peak "
+        "| speed-up |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in record["rows"]:
         o, r = row.get("ours") or {}, row.get("reference") or {}
@@ -566,9 +618,27 @@ def write_markdown(path: Path, record: dict) -> None:
             else "-"
         )
         lines.append(
-            f"| {row['size']} | {row['preset']} | {cell_time(o)} | {gib(o.get('peak_bytes'))} | "
-            f"{cell_time(r)} | {gib(r.get('peak_bytes'))} | {speed} |"
+            f"| {row['size']} | {row['preset']} | {o.get('freeu', '-')} | {cell_time(o)} | "
+            f"{gib(o.get('peak_bytes'))} | {cell_time(r)} | {gib(r.get('peak_bytes'))} | {speed} |"
         )
+    if record.get("freeu_forward"):
+        lines += [
+            "",
+            "One UNet forward of a three-row walk batch, by FreeU form (best of 3):",
+            "",
+            "| size | off | diffusers | reference | reference vs off |",
+            "|---|---|---|---|---|",
+        ]
+        for f in record["freeu_forward"]:
+
+            def ms(v):
+                return "OOM" if v is None else f"{v * 1e3:.1f} ms"
+
+            over = f.get("reference_overhead")
+            lines.append(
+                f"| {f['size']} | {ms(f.get('off'))} | {ms(f.get('diffusers'))} | "
+                f"{ms(f.get('reference'))} | {'-' if over is None else f'{100 * over:+.0f} %'} |"
+            )
     if record.get("filter_steps"):
         lines += [
             "",
@@ -625,6 +695,13 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default=None, help="comma list HxW (default 512x1024,1024x2048; smoke 64x128)"
     )
     ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument(
+        "--freeu",
+        choices=FREEU_MODES,
+        default=None,
+        help="FreeU of every preset (default: each preset's own: reference, styleid off)",
+    )
+    ap.add_argument("--no-freeu-forward", action="store_true", help="skip the FreeU forward timing")
     ap.add_argument(
         "--reference-presets",
         default="cross-image,cactif",
@@ -706,6 +783,7 @@ def _run(args, device, dtype, sizes, presets, ref_presets, large_presets) -> int
         "images": args.images,
         "sizes": [f"{h}x{w}" for h, w in sizes],
         "presets": presets,
+        "freeu": args.freeu or "each preset's default",
         "reference_presets": ref_presets,
         "reference_steps": args.reference_steps,
         "sample_inversion_steps": args.sample_inversion_steps,
@@ -730,6 +808,11 @@ def _run(args, device, dtype, sizes, presets, ref_presets, large_presets) -> int
                 f"  -> {ours.get('seconds_per_image', 'OOM')} s/image, peak {gib(ours.get('peak_bytes'))}"
             )
             rows.append({"size": f"{size[0]}x{size[1]}", "preset": preset, "ours": ours})
+    freeu_forward = []
+    if not args.no_freeu_forward:
+        for size in sizes:
+            log(f"FreeU forward at {size[0]}x{size[1]} ...")
+            freeu_forward.append(time_freeu(models, size))
     # reference structure: float32 (as the reference), after all of ours
     if ref_presets:
         if dtype != torch.float32:
@@ -769,6 +852,7 @@ def _run(args, device, dtype, sizes, presets, ref_presets, large_presets) -> int
         "machine": machine,
         "config": config,
         "rows": rows,
+        "freeu_forward": freeu_forward,
         "filter_steps": filter_steps,
         "total_seconds": time.perf_counter() - t_start,
     }

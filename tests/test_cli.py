@@ -20,3 +20,16 @@ def test_methods_lists_the_registry():
     assert res.exit_code == 0
     for name in list_methods():
         assert name in res.output
+
+
+def test_method_parameter_table_keeps_bracketed_text():
+    """The docs hold ``[height, width]`` and ``[s1, s2, b1, b2]``: text, not rich markup,
+    so the table shows them whole."""
+    wide = CliRunner(env={"COLUMNS": "1000"})
+    res = wide.invoke(app, ["methods", "cactif"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "a pair ``[height, width]`` sets both" in text
+    assert "FreeU factors ``[s1, s2, b1, b2]``" in text
+    assert "Default [0.9, 0.2, 1.2, 1.4]" in text
+    assert "(0.9, 0.2, 1.2, 1.4)" in text

@@ -180,6 +180,13 @@ PILOT = ["pilot", "--source", "syn", "--references", "real", "--test", "test", "
         ([*PILOT, "--out", "syn/pilot"], "syn/pilot", "--source syn"),
         ([*PILOT, "--out", "test/pilot"], "test/pilot", "--test test"),
         ([*PILOT, "--out", "p", "--cache-dir", "real/c"], "real/c", "--references real"),
+        # a local diffusion weights folder is an input too
+        (translate("model/x", "--diffusion-model", "model"), "model/x", "--diffusion-model model"),
+        (
+            [*PILOT, "--out", "model/p", "--diffusion-model", "model"],
+            "model/p",
+            "--diffusion-model",
+        ),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

@@ -495,6 +495,38 @@ def check_method_ready(method: Method, *, model_given: bool = False, device_hint
 
 
 # -- folders in, a translated dataset out (``synth2real translate``) -----------------------
+def method_overrides(
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """``params`` of registry method ``method``, with the diffusion weights ``model``
+    (``--diffusion-model``) and ``device`` (``--device``) filled in where the method has
+    such a parameter and ``params`` does not set it: the one place where the commands'
+    weights and device options reach the methods (``translate`` and ``pilot``).
+
+    Raises:
+        ConfigError: with ``strict``, ``model`` given for a method that takes no weights.
+    """
+    from synth2real.methods.registry import describe
+
+    overrides = dict(params or {})
+    known = {p.name for p in describe(method)[1]}
+    for key, value in (("model", model), ("device", device)):
+        if value is None or key in overrides:
+            continue
+        if key in known:
+            overrides[key] = value
+        elif key == "model" and strict:
+            raise ConfigError(
+                f"--diffusion-model applies to diffusion methods; {method!r} takes no weights"
+            )
+    return overrides
+
+
 def translate_folder(
     source: str | Path,
     references: str | Path,
@@ -519,15 +551,14 @@ def translate_folder(
 
     ``format`` / ``classes`` / ``class_map`` open the source; ``reference_names`` and the
     ``reference_*`` options the references (:func:`load_references`). ``params`` are the
-    method's (typed, as ``parse_method_params`` gives them); ``model`` and ``device`` fill
-    the parameters of those names where ``params`` does not (``model`` is refused by a
-    method without one; ``device`` also runs ``reference_labels_from``, a checkpoint that
-    predicts the label maps of unlabelled references); ``run`` holds
+    method's (typed, as ``parse_method_params`` gives them); ``model`` (diffusion weights)
+    and ``device`` fill the parameters of those names where ``params`` does not
+    (:func:`method_overrides`; ``device`` also runs ``reference_labels_from``, a
+    checkpoint that predicts the label maps of unlabelled references); ``run`` holds
     :func:`translate_dataset`'s keywords (``seed``, ``workers``, ``resume``, ``shard`` ...).
     """
     from synth2real.data.readers import open_dataset
     from synth2real.methods import create_method
-    from synth2real.methods.registry import describe
 
     check_output_folder(
         out,
@@ -540,17 +571,11 @@ def translate_folder(
             "--reference-classes": reference_classes,
             "--reference-class-map": reference_class_map,
             "--reference-names": names_file(reference_names),
+            # a local weights folder is an input too (a hub id is not a path)
+            "--diffusion-model": model if model and Path(model).is_dir() else None,
         },
     )
-    overrides = dict(params or {})
-    known = {p.name for p in describe(method)[1]}
-    for flag, key, value in (("--model", "model", model), ("--device", "device", device)):
-        if value is None or key in overrides:
-            continue
-        if key in known:
-            overrides[key] = value
-        elif flag == "--model":
-            raise ConfigError(f"--model applies to diffusion methods; {method!r} takes no model")
+    overrides = method_overrides(method, params, model=model, device=device)
     m = create_method(method, **overrides)
     check_method_ready(m, model_given="model" in overrides)
     ds = open_dataset(source, format=format, classes=classes, class_map=class_map)

@@ -253,3 +253,103 @@ def test_class_stats_counts_and_empty_classes():
     assert masks.present[0].tolist() == [True, False, True, False]
     torch.testing.assert_close(mean[0, 0], torch.tensor([0.5, 4.5]))
     torch.testing.assert_close(var[0, 2], torch.tensor([0.25, 0.25]))
+
+
+# -- statistics of small classes (default mode) --------------------------------------------
+def _small_block(h: int = 8, w: int = 12, size: int = 3):
+    """A ``size x size`` block of class 1 in a background of class 0: erosion (3x3 cross)
+    leaves ``(size - 2)^2`` of its pixels (one for a 3x3 block)."""
+    slots = torch.zeros(1, h, w, dtype=torch.long)
+    slots[0, 2 : 2 + size, 3 : 3 + size] = 1
+    return slots
+
+
+def test_a_class_that_erosion_leaves_one_pixel_is_not_blown_up():
+    """Before: the eroded 3x3 block kept 1 pixel, its std was 0 (floored at 1e-5), and its
+    other 8 pixels were scaled by ~1e5 every class-wise step."""
+    g = torch.Generator().manual_seed(7)
+    slots = _small_block()
+    masks = class_masks(slots, 2, erosion=1)
+    assert int(masks.kept[0][slots[0] == 1].sum()) == 1  # one interior pixel survives
+    x = torch.randn(1, 4, 8, 12, generator=g)
+    tm, ts = torch.zeros(1, 3, 4), torch.ones(1, 3, 4)
+    y = classwise_adain(x, masks, _targets(tm, ts, torch.zeros(1, 3, dtype=torch.int8)))
+    cls = slots[0] == 1
+    # statistics over the whole 3x3 block: no pixel lies more than sqrt(8) stds away
+    assert float(y[0][:, cls].abs().max()) <= 8**0.5 + 1e-4
+    m, s = stats_of(y[0], cls)
+    torch.testing.assert_close(m, tm[0, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(s, ts[0, 1], atol=1e-5, rtol=0)
+
+
+def test_large_classes_keep_their_eroded_statistics_and_the_gain_stays_bounded():
+    g = torch.Generator().manual_seed(8)
+    slots = _small_block(12, 12, size=8)  # erosion keeps 36 of 64 pixels: its interior
+    masks = class_masks(slots, 2, erosion=1)
+    assert masks.from_eroded[0].tolist() == [True, True, False]
+    inner = (slots[0] == 1) & masks.kept[0]
+    x = torch.randn(1, 4, 12, 12, generator=g)
+    x[0][:, inner] = 0.5 + 1e-7 * x[0][:, inner]  # a near-constant interior, a noisy rim
+    tm, ts = torch.zeros(1, 3, 4), torch.ones(1, 3, 4)
+    y = classwise_adain(x, masks, _targets(tm, ts, torch.zeros(1, 3, dtype=torch.int8)))
+    m, _ = stats_of(y[0], inner)
+    torch.testing.assert_close(m, tm[0, 1], atol=1e-4, rtol=0)  # the interior's mean
+    # the source std is floored at 1 % of the image's: at most ~100x its spread
+    _, g_std = channel_stats(x)
+    bound = (x[0] - 0.5).abs().amax((1, 2)) / (0.01 * g_std[0, :, 0, 0])
+    assert bool((y[0][:, slots[0] == 1].abs().amax(1) <= bound * 1.001 + 1e-3).all())
+    # the reference's quirks keep its behaviour: the interior's own tiny std
+    quirks = ReferenceQuirks.for_walk(True)
+    qm = class_masks(slots, 2, erosion=1, quirks=quirks)
+    yq = classwise_adain(
+        x, qm, _targets(tm, ts, torch.zeros(1, 3, dtype=torch.int8)), quirks=quirks
+    )
+    assert torch.equal(yq[0][:, ~qm.kept[0]], x[0][:, ~qm.kept[0]])  # rim untouched there
+
+
+# -- the reference's statistics and erosion ------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_border_erosion_is_scipys_binary_erosion_per_class(seed):
+    from scipy.ndimage import binary_erosion
+
+    rng = np.random.default_rng(seed)
+    slots = np.kron(rng.integers(0, 4, (3, 5)), np.ones((3, 3), np.int64))[:, 1:]  # on borders
+    got = erode_slots(torch.from_numpy(slots)[None], 1, border_erodes=True)[0].numpy()
+    want = np.zeros_like(got)
+    for c in range(4):
+        want |= binary_erosion(slots == c)  # the reference's call: defaults, border_value=0
+    np.testing.assert_array_equal(got, want)
+    assert not got[0].any() and not got[:, -1].any()  # the border erodes
+    assert erode_slots(torch.from_numpy(slots)[None], 1)[0].numpy()[0].any()  # ours: not
+
+
+def test_reference_statistics_are_sqrt_of_var_plus_1e_5():
+    x = torch.randn(2, 4, 5, 7, generator=torch.Generator().manual_seed(3)) * 0.01
+    quirks = ReferenceQuirks(reference_statistics=True)
+    mean, std = channel_stats(x, quirks)
+    torch.testing.assert_close(std[..., 0, 0], (x.var(dim=(2, 3)) + 1e-5).sqrt())  # unbiased
+    torch.testing.assert_close(mean[..., 0, 0], x.mean(dim=(2, 3)))
+    _, plain = channel_stats(x)
+    torch.testing.assert_close(plain[..., 0, 0], x.std(dim=(2, 3), correction=0))
+    masks = class_masks(torch.zeros(2, 5, 7, dtype=torch.long), 1, 0)
+    _, var, _ = class_stats(x, masks)  # class-wise: the population variance + 1e-5
+    torch.testing.assert_close(
+        quirks.std(var, 1e-5)[:, 0], (x.var(dim=(2, 3), correction=0) + 1e-5).sqrt()
+    )
+
+
+def test_the_reference_label_path_loses_thin_classes_of_colour_labels():
+    from synth2real.diffusion.quirks import reference_labels_to_latent
+
+    label = np.zeros((128, 256), np.uint8)
+    label[:, :100] = 2
+    label[:, 184:186] = 1  # a two-pixel crack, off the pixels nearest neighbour picks
+    colors = [(128, 64, 128), (153, 153, 153), (70, 70, 70)]
+    colour = reference_labels_to_latent(label, (128, 256), (16, 32), 3, colors=colors)
+    index = reference_labels_to_latent(label, (128, 256), (16, 32), 3)
+    ours = labels_to_latent(label, (128, 256), (16, 32), 3, thin_share=0.25)
+    assert (ours == 1).sum() == 16 and (index == 1).sum() == 0  # nearest: other pixels
+    assert (colour == 1).sum() == 0  # the crack blends into off-palette colours ...
+    assert (colour[:, 21:25] == 3).all()  # ... and so does the road around it: no class
+    assert (colour[:, :10] == 2).all() and (colour[:, 28:] == 0).all()  # far from edges
+    assert np.array_equal(index[:, :12] == 2, np.ones((16, 12), bool))

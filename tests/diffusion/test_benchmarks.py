@@ -35,14 +35,21 @@ def test_gpu_benchmark_smoke_mode_runs_every_preset_and_the_reference(tmp_path):
     for preset, row in rows.items():
         ours = row["ours"]
         assert not ours.get("oom") and ours["seconds_per_image"] > 0 and ours["images"] == 2, preset
+        # each preset with its own FreeU: the reference's form for the walk, none for StyleID
+        assert ours["freeu"] == ("off" if preset == "styleid" else "reference"), preset
     for preset in ("cross-image", "cactif"):
         ref = rows[preset]["reference"]
         assert not ref.get("oom") and ref["seconds_per_image"] > 0
         assert ref["extrapolated"]  # 3 of 6 inversion steps, 2 of 3 walk steps timed
+    assert all(rows[p]["reference"]["freeu"] == "reference" for p in ("cross-image", "cactif"))
+    (fwd,) = record["freeu_forward"]
+    assert fwd["size"] == "64x128" and all(fwd[m] > 0 for m in ("off", "diffusers", "reference"))
+    assert fwd["reference_stages"] == [0, 1, 2, 3] and fwd["off_stages"] == []
     (step,) = record["filter_steps"]
     assert step["max_abs_diff"] < 1e-4  # ours equals the reference re-creation
     md = (tmp_path / "gpu_diffusion_smoke.md").read_text()
-    assert "| 64x128 | cactif |" in md and "Do not edit by hand" in md
+    assert "| 64x128 | cactif | reference |" in md and "Do not edit by hand" in md
+    assert "| 64x128 | styleid | off |" in md and "by FreeU form" in md
 
 
 def test_cpu_filter_benchmark_worker_variants_agree():

@@ -39,7 +39,7 @@ def args(data: Path, out: Path, preset: str, model: Path, model_flag: bool = Fal
         "--out", str(out),
         "--no-progress",
         # no GPU here: the CPU is asked for explicitly (``auto`` would be refused)
-        *(["--model", str(model), "--device", "cpu"] if model_flag
+        *(["--diffusion-model", str(model), "--device", "cpu"] if model_flag
           else ["--param", f"model={model}", "--param", "device=cpu"]),
         "--param", "working_size=64",
         "--param", "num_inference_steps=5",
@@ -66,15 +66,30 @@ def test_cli_translate_with_every_preset(data, tmp_path, tiny_model_dir, preset)
     assert entries[0]["params"]["working_size"] == 64
 
 
-def test_model_flag_is_refused_by_classical_methods(data, tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("flag", ["--diffusion-model", "--model"])
+def test_weights_flag_is_refused_by_classical_methods(data, tmp_path, tiny_model_dir, flag):
     res = CliRunner().invoke(
         app,
         ["translate", "--source", str(data / "syn"), "--references", str(data / "real"),
-         "--method", "reinhard", "--out", str(tmp_path / "o"), "--model", str(tiny_model_dir)],
+         "--method", "reinhard", "--out", str(tmp_path / "o"), flag, str(tiny_model_dir)],
     )  # fmt: skip
     assert res.exit_code != 0
-    assert "takes no model" in res.output + str(res.exception)
+    assert "--diffusion-model applies to diffusion methods" in res.output + str(res.exception)
+    assert "reinhard' takes no weights" in res.output + str(res.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_old_model_flag_still_gives_the_weights_and_warns(data, tmp_path, tiny_model_dir):
+    a = args(data, tmp_path / "out", "adain-diffusion", tiny_model_dir, True)
+    a[a.index("--diffusion-model")] = "--model"
+    res = CliRunner().invoke(app, a)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    text = " ".join(res.output.split())
+    assert "--model is deprecated here: use --diffusion-model (the diffusion weights)" in text
+    entry = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])
+    assert entry["params"]["model"] == str(tiny_model_dir)
+    help_text = " ".join(CliRunner().invoke(app, ["translate", "--help"]).output.split())
+    assert "--diffusion-model" in help_text and "--model " not in help_text
 
 
 def test_python_m_synth2real_translate_cactif_in_a_fresh_process(data, tmp_path, tiny_model_dir):
@@ -94,7 +109,7 @@ def test_python_m_synth2real_translate_cactif_in_a_fresh_process(data, tmp_path,
     assert len(got) == len(SIZES)
     assert all(got.image(s).dtype == np.uint8 for s in got.samples)
     entry = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])
-    assert entry["params"]["model"] == str(tiny_model_dir)  # --model reached the method
+    assert entry["params"]["model"] == str(tiny_model_dir)  # --diffusion-model reached it
     assert entry["params"]["device"] == "cpu"
 
 

@@ -1,5 +1,9 @@
-"""Every diffusion preset still computes the numbers recorded before the diffusion package
-was split into one method class per pipeline (``tests/diffusion/golden.py``)."""
+"""Every diffusion preset still computes the numbers recorded in
+``tests/diffusion/data/golden.npz`` (``tests/diffusion/golden.py``). Recorded when the
+package was split into one method class per pipeline (bitwise the numbers from before),
+and again when the walk presets' FreeU became the reference's form and class-wise AdaIN
+stopped blowing up small classes (docs/DIFFUSION.md, "Outputs that changed"); ``styleid``
+did not move."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import torch
 
 from synth2real.diffusion.cross_image import CrossImageMethod
 from synth2real.diffusion.method import DiffusionMethod, fit_to, working_size
+from synth2real.diffusion.quirks import ReferenceQuirks
 from synth2real.diffusion.styleid import StyleIDMethod
 from synth2real.errors import ConfigError, ModelNotFoundError
 from synth2real.methods import create_method, describe, list_methods
@@ -54,9 +55,9 @@ def test_every_parameter_is_documented_with_the_preset_default(name):
     expected = {
         "adain-diffusion": dict(swap=False, adain="global", filtering=False, skip=30),
         "cross-image": dict(swap=True, adain="global", filtering=False, sharpen=1.67),
-        "cacti": dict(swap=True, adain="classwise", filtering=False, freeu=True),
+        "cacti": dict(swap=True, adain="classwise", filtering=False, freeu="reference"),
         "cactif": dict(swap=True, adain="classwise", filtering=True, filter_p=0.25),
-        "styleid": dict(adain="global", skip=0, gamma=0.75, tau=1.5, freeu=False),
+        "styleid": dict(adain="global", skip=0, gamma=0.75, tau=1.5, freeu="off"),
     }[name]
     for key, value in expected.items():
         assert by[key] == value, (name, key)
@@ -112,12 +113,76 @@ def test_reference_quirks_switch_the_sigma_offset():
     def quirks(**kw):
         return create_method("cacti", **kw).config.quirks
 
-    assert quirks().sigma_offset == 0.0 and not quirks().classwise_loop
+    assert quirks() == ReferenceQuirks()  # METHOD.md's behaviour by default
     on = quirks(reference_quirks=True)
     assert on.sigma_offset == 1.0 and on.classwise_loop and on.zero_last_noise
+    assert on.border_erodes and on.reference_statistics and on.reference_labels
+    assert on.no_swap_steps == (1,) and not on.shared_noise  # shared_noise: its own option
+    assert quirks(shared_noise=True) == ReferenceQuirks(shared_noise=True)
     assert quirks(reference_quirks=True, adain_sigma_offset=0.5).sigma_offset == 0.5
     only = quirks(adain_sigma_offset=1.0)
     assert only.sigma_offset == 1.0 and not only.classwise_loop and not only.zero_last_noise
+    # StyleID's quirks are the port's
+    port = create_method("styleid", reference_quirks=True).config.quirks
+    assert port == ReferenceQuirks(port_initial_adain=True, port_layers=True, x0_output=True)
+    assert create_method("styleid").config.quirks == ReferenceQuirks()
+
+
+def test_the_reference_quirks_skip_the_swap_on_step_1():
+    cfg = create_method("cactif", reference_quirks=True).config
+    assert [cfg.swap_at(j) for j in range(4)] == [True, False, True, True]
+    first = create_method("cactif", reference_quirks=True, swap_steps=[2, 20]).config
+    assert [first.swap_at(j) for j in range(4)] == [False, False, True, True]
+    assert all(create_method("cactif").config.swap_at(j) for j in range(20))
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("reference", "reference"), ("diffusers", "diffusers"), ("off", "off"), (True, "diffusers"),
+     (False, "off"), ("OFF", "off")],
+)  # fmt: skip
+def test_freeu_takes_a_mode_or_the_old_bool(value, mode):
+    m = create_method("cacti", freeu=value, freeu_params=[0.8, 0.3, 1.1, 1.3])
+    assert m.config.freeu == mode and m.params()["freeu"] == mode
+    assert (m.freeu.mode, m.freeu.s1, m.freeu.s2, m.freeu.b1, m.freeu.b2) == (
+        mode, 0.8, 0.3, 1.1, 1.3,
+    )  # fmt: skip
+
+
+def test_freeu_defaults_follow_the_published_runs_and_bad_values_are_refused():
+    for name in ("adain-diffusion", "cross-image", "cacti", "cactif"):
+        assert create_method(name).freeu.mode == "reference", name
+    assert create_method("styleid").freeu.mode == "off"
+    assert parse_param("cactif", "freeu", "diffusers") == "diffusers"
+    assert parse_param("cactif", "freeu", "false") is False
+    with pytest.raises(ConfigError, match="freeu must be one of reference, diffusers, off"):
+        create_method("cactif", freeu="paper")
+
+
+@pytest.mark.parametrize("name", ["cactif", "styleid"])
+def test_freeu_runs_in_every_unet_call_of_a_batch_inversion_included(name, tiny_model_dir):
+    """The reference's FreeU hooks are on while a batch translates (StyleID's inversion
+    passes too) and gone afterwards, so that methods sharing a UNet each get their own."""
+    m = fast(name, tiny_model_dir, freeu="reference")
+    m.prepare(make_references(n=1))
+    up = m.models.unet.up_blocks
+    seen: list[int] = []
+    probe = up[-1].register_forward_pre_hook(
+        lambda mod, args: seen.append(len(mod._forward_pre_hooks))
+    )
+    try:
+        img, lab = blobs(64, 64, 3, seed=5)
+        m.apply(img, lab, 0)
+    finally:
+        probe.remove()
+    steps = 6 - (1 if name == "styleid" else 2)
+    assert len(seen) == (2 * steps if name == "styleid" else steps)  # inversion + sampling
+    assert set(seen) == {2}  # FreeU's hook besides the probe, in every call
+    assert all(len(b._forward_pre_hooks) == 0 for b in up)  # removed afterwards
+    off = fast(name, tiny_model_dir, freeu="off")
+    off.set_models(m.models)
+    off.prepare(make_references(n=1))
+    assert np.abs(off.apply(img, lab, 0).astype(int) - m.apply(img, lab, 0).astype(int)).max() > 0
 
 
 def test_cli_style_parameters_parse_to_the_right_types():

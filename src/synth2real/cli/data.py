@@ -15,6 +15,7 @@ def methods_cmd(
     name: Annotated[str | None, typer.Argument(help="Show one method's parameters.")] = None,
 ) -> None:
     """List the translation methods, or one method's parameters and defaults."""
+    from rich.markup import escape
     from rich.table import Table
 
     from synth2real.methods import describe, list_methods
@@ -29,19 +30,19 @@ def methods_cmd(
             from synth2real.methods.registry import get_entry
 
             e = get_entry(n)
-            table.add_row(n, e.family, e.summary)
+            table.add_row(escape(n), e.family, escape(e.summary))
         out.print(table)
         out.print("[dim]synth2real methods NAME shows a method's parameters[/]")
         return
     entry, params = describe(name)
-    out.print(f"[bold]{name}[/] ({entry.family}): {entry.summary}")
+    out.print(f"[bold]{escape(name)}[/] ({entry.family}): {escape(entry.summary)}")
     table = Table(show_lines=False)
     table.add_column("parameter", style="bold")
     table.add_column("default")
     table.add_column("type")
     table.add_column("meaning")
-    for p in params:
-        table.add_row(p.name, repr(p.default), p.annotation, p.doc)
+    for p in params:  # cells are text: ``[height, width]`` is not rich markup
+        table.add_row(*(escape(str(v)) for v in (p.name, repr(p.default), p.annotation, p.doc)))
     out.print(table)
 
 

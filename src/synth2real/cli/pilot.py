@@ -78,10 +78,32 @@ def pilot_cmd(
             help="Share of each batch drawn from the references in the +real settings.",
         ),
     ] = 0.5,
-    model: Annotated[
-        str, typer.Option("--model", help="Segmentation model (small-unet, segformer).")
-    ] = "small-unet",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    seg_model: Annotated[
+        str | None,
+        typer.Option(
+            "--seg-model",
+            help="Segmentation model trained per run: small-unet (default) or segformer.",
+        ),
+    ] = None,
+    old_model: Annotated[
+        str | None, typer.Option("--model", hidden=True, help="Deprecated: --seg-model.")
+    ] = None,
+    diffusion_model: Annotated[
+        str | None,
+        typer.Option(
+            "--diffusion-model",
+            help="Stable Diffusion weights for the diffusion methods: a hub id or a local "
+            "folder in diffusers layout (same as --param METHOD.model=...).",
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="auto, cpu, cuda, cuda:1, mps: where the models train and the diffusion "
+            "methods translate.",
+        ),
+    ] = "auto",
     workers: Annotated[int, typer.Option("--workers", help="Translation worker processes.")] = 1,
     jobs: Annotated[
         str,
@@ -120,6 +142,7 @@ def pilot_cmd(
     Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
     """
     omp_passive()
+    from synth2real.cli.deprecated import renamed
     from synth2real.guard import check_output, names_file
 
     inputs = {
@@ -131,6 +154,10 @@ def pilot_cmd(
         "--test-names": names_file(test_names),
         "--classes": classes,
         "--class-map": class_map,
+        # a local weights folder is an input too (a hub id is not a path)
+        "--diffusion-model": diffusion_model
+        if diffusion_model and Path(diffusion_model).is_dir()
+        else None,
     }
     check_output(out, inputs)
     if cache_dir is not None:
@@ -153,8 +180,10 @@ def pilot_cmd(
         test_names=parse_names(test_names) if test_names else None,
         source_limit=source_limit,
         real_ratio=real_ratio,
-        model=model,
+        model=renamed("--seg-model", seg_model, "--model", old_model, "the segmentation model")
+        or "small-unet",
         device=device,
+        diffusion_model=diffusion_model,
         workers=workers,
         jobs=parse_jobs(jobs, device),
         metric=metric,

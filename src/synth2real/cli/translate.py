@@ -99,13 +99,16 @@ def translate_cmd(
             "references without labels, so class-wise methods can use unlabelled photos.",
         ),
     ] = None,
-    model: Annotated[
+    diffusion_model: Annotated[
         str | None,
         typer.Option(
-            "--model",
+            "--diffusion-model",
             help="Diffusion methods: Stable Diffusion weights, a hub id or a local folder in "
             "diffusers layout (same as --param model=...).",
         ),
+    ] = None,
+    old_model: Annotated[
+        str | None, typer.Option("--model", hidden=True, help="Deprecated: --diffusion-model.")
     ] = None,
     device: Annotated[
         str | None,
@@ -126,9 +129,13 @@ def translate_cmd(
     References without label maps work with global methods; class-wise methods need
     --reference-labels-from CHECKPOINT to predict them.
     """
+    from synth2real.cli.deprecated import renamed
     from synth2real.methods.registry import parse_method_params
     from synth2real.translate import translate_folder
 
+    model = renamed(
+        "--diffusion-model", diffusion_model, "--model", old_model, "the diffusion weights"
+    )
     show_library_log()
     summary = translate_folder(
         source,

@@ -11,17 +11,25 @@ Global AdaIN (METHOD.md): per channel ``(x - mean(x)) / std(x) * std(s) + mean(s
 Class-wise AdaIN (CACTI): for each class ``c`` the pixels of ``c`` get
 ``(x - mu_c(x)) / sigma_c(x) * sigma_c(s) + mu_c(s)``. Our default (the corrected form):
 
-- statistics of a class are computed over its *eroded* mask (boundary pixels left out),
-  falling back to the whole class when erosion removes every pixel (thin classes);
-- the transform applies to *every* pixel of the class, eroded or not;
+- statistics of a class are computed over its *eroded* mask (boundary pixels left out)
+  when that keeps at least :data:`MIN_ERODED_SHARE` of the class's pixels, else over the
+  whole class (thin and small classes: statistics of a few interior pixels, applied to
+  all the class's pixels, would scale the others without bound);
+- the transform applies to *every* pixel of the class, eroded or not; where the
+  statistics come from the eroded mask (a subset of the pixels transformed), the source
+  standard deviation is floored at :data:`RELATIVE_STD_FLOOR` times the image's own
+  (per channel). Over the whole class no pixel lies more than ``sqrt(n - 1)`` standard
+  deviations from the mean, so nothing can blow up there; over a subset a near-constant
+  interior would scale the rim by up to ``1 / STD_FLOOR`` without the floor;
 - a class missing from the chosen reference takes the statistics pooled over the other
   references that have it; a class no reference has, and pixels of no class, get global
   AdaIN (the image's global statistics mapped to the reference's).
 
 A :class:`~synth2real.diffusion.quirks.ReferenceQuirks` reproduces the reference code
-instead: a sigma offset (1.0 in the reference) added to both standard deviations, and
-pixels removed by the erosion, of classes missing from the reference, of no class and of
-classes with index >= 19 left untouched.
+instead: a sigma offset (1.0 in the reference) added to both standard deviations;
+statistics over the eroded masks whatever they keep, ``sqrt(var + 1e-5)``; the image
+border eroded; pixels removed by the erosion, of classes missing from the reference, of
+no class and of classes with index >= 19 left untouched.
 """
 
 from __future__ import annotations
@@ -38,17 +46,24 @@ from synth2real.errors import ConfigError
 
 #: standard deviations are floored here (latents of SD have std ~1).
 STD_FLOOR = 1e-5
+#: a class's statistics use its eroded mask only when that keeps this share of its pixels
+MIN_ERODED_SHARE = 0.5
+#: class-wise AdaIN's source std is at least this times the image's std (per channel)
+RELATIVE_STD_FLOOR = 0.01
 
 
 # ---------------------------------------------------------------------------------------
 # global statistics
 # ---------------------------------------------------------------------------------------
-def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and population std of ``x (B, C, h, w)``: two ``(B, C, 1, 1)``
-    float32 tensors (std floored at :data:`STD_FLOOR`)."""
+def channel_stats(x: Tensor, quirks: ReferenceQuirks = NO_QUIRKS) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of ``x (..., h, w)`` over the last two axes: two
+    ``(..., 1, 1)`` float32 tensors; the population std floored at :data:`STD_FLOOR`
+    (with ``quirks.reference_statistics``: the reference's ``sqrt(var_unbiased + 1e-5)``)."""
     xf = x.float()
-    var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
-    return mean, var.sqrt().clamp_min(STD_FLOOR)
+    var, mean = torch.var_mean(
+        xf, dim=(-2, -1), keepdim=True, correction=quirks.variance_correction
+    )
+    return mean, quirks.std(var, STD_FLOOR)
 
 
 def adain(
@@ -57,6 +72,7 @@ def adain(
     target_std: Tensor,
     *,
     sigma_offset: float = 0.0,
+    quirks: ReferenceQuirks = NO_QUIRKS,
 ) -> Tensor:
     """Global AdaIN of ``x (B, C, h, w)`` to per-channel target statistics.
 
@@ -64,12 +80,13 @@ def adain(
         x: latents.
         target_mean, target_std: ``(B or 1, C, 1, 1)`` (or ``(B, C)``) statistics to reach.
         sigma_offset: added to both standard deviations (0 = plain AdaIN).
+        quirks: how ``x``'s statistics are computed (:func:`channel_stats`).
 
     Returns:
         float32 latents whose per-channel mean and std (with ``sigma_offset = 0``) equal
         the targets.
     """
-    mean, std = channel_stats(x)
+    mean, std = channel_stats(x, quirks)
     tm = target_mean.float().reshape(target_mean.shape[0], -1, 1, 1)
     ts = target_std.float().reshape(target_std.shape[0], -1, 1, 1)
     return (x.float() - mean) / (std + sigma_offset) * (ts + sigma_offset) + tm
@@ -143,16 +160,19 @@ def labels_to_latent(
     return out.reshape(h, w).astype(np.int64)
 
 
-def erode_slots(slots: Tensor, iterations: int = 1) -> Tensor:
+def erode_slots(slots: Tensor, iterations: int = 1, *, border_erodes: bool = False) -> Tensor:
     """Which pixels survive an erosion of their own class's mask.
 
     A pixel survives one iteration when its 4 neighbours (3x3 cross, as
-    ``scipy.ndimage.binary_erosion``'s default) belong to its class and survived too;
-    the image border does not erode (it is not a class boundary).
+    ``scipy.ndimage.binary_erosion``'s default) belong to its class and survived too.
+    By default the image border does not erode (it is not a class boundary); with
+    ``border_erodes`` outside the image counts as another class, as in
+    ``binary_erosion``'s default ``border_value=0`` (the reference code).
 
     Args:
         slots: ``(B, h, w)`` int64 slots.
         iterations: erosion steps (0 = keep everything).
+        border_erodes: pixels on the image border erode.
 
     Returns:
         ``(B, h, w)`` bool.
@@ -160,14 +180,21 @@ def erode_slots(slots: Tensor, iterations: int = 1) -> Tensor:
     keep = torch.ones_like(slots, dtype=torch.bool)
     if iterations <= 0:
         return keep
-    lab = torch.nn.functional.pad(slots[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
+    pad = torch.nn.functional.pad
+    if border_erodes:
+        lab = pad(slots[:, None].float(), (1, 1, 1, 1), value=-1.0)[:, 0]
+    else:
+        lab = pad(slots[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
     same = torch.ones_like(keep)
     center = slots.float()
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
         nb = lab[:, 1 + dy : lab.shape[1] - 1 + dy, 1 + dx : lab.shape[2] - 1 + dx]
         same &= nb == center
     for _ in range(iterations):
-        k = torch.nn.functional.pad(keep[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
+        if border_erodes:
+            k = pad(keep[:, None].float(), (1, 1, 1, 1), value=0.0)[:, 0]
+        else:
+            k = pad(keep[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0]
         nb_keep = torch.ones_like(keep)
         for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
             nb_keep &= k[:, 1 + dy : k.shape[1] - 1 + dy, 1 + dx : k.shape[2] - 1 + dx] > 0.5
@@ -185,9 +212,13 @@ class ClassMasks:
     Attributes:
         slots: ``(B, h, w)`` int64 slots (``K`` = no class).
         weights: ``(B, K + 1, h * w)`` float32 0/1: the pixels each class's statistics are
-            computed over (eroded mask, or the whole class where erosion left nothing).
+            computed over (the eroded mask where it keeps at least
+            :data:`MIN_ERODED_SHARE` of the class, else the whole class; with
+            ``quirks.classwise_loop`` the eroded mask whenever it keeps a pixel).
         present: ``(B, K + 1)`` bool, the class has at least one pixel.
         eroded_present: ``(B, K + 1)`` bool, the class keeps a pixel after erosion.
+        from_eroded: ``(B, K + 1)`` bool, the class's statistics use its eroded mask (a
+            subset of the pixels they are applied to).
         kept: ``(B, h, w)`` bool, the pixel survived the erosion.
         num_classes: ``K``.
     """
@@ -196,26 +227,37 @@ class ClassMasks:
     weights: Tensor
     present: Tensor
     eroded_present: Tensor
+    from_eroded: Tensor
     kept: Tensor
     num_classes: int
 
 
-def class_masks(slots: Tensor, num_classes: int, erosion: int = 1) -> ClassMasks:
-    """Statistics masks for ``slots (B, h, w)`` (see :class:`ClassMasks`)."""
+def class_masks(
+    slots: Tensor, num_classes: int, erosion: int = 1, quirks: ReferenceQuirks = NO_QUIRKS
+) -> ClassMasks:
+    """Statistics masks for ``slots (B, h, w)`` (see :class:`ClassMasks`); ``quirks``:
+    the reference's erosion (``border_erodes``) and masks (``classwise_loop``)."""
     b, h, w = slots.shape
     k1 = num_classes + 1
     flat = slots.reshape(b, h * w)
     onehot = torch.zeros((b, k1, h * w), dtype=torch.float32, device=slots.device)
     onehot.scatter_(1, flat[:, None, :], 1.0)
-    kept = erode_slots(slots, erosion)
+    kept = erode_slots(slots, erosion, border_erodes=quirks.border_erodes)
     eroded = onehot * kept.reshape(b, 1, h * w).float()
-    has_eroded = eroded.sum(-1, keepdim=True) > 0
-    weights = torch.where(has_eroded, eroded, onehot)
+    n_eroded = eroded.sum(-1, keepdim=True)
+    has_eroded = n_eroded > 0
+    if quirks.classwise_loop:
+        use_eroded = has_eroded
+    else:
+        use_eroded = n_eroded >= MIN_ERODED_SHARE * onehot.sum(-1, keepdim=True)
+        use_eroded &= has_eroded
+    weights = torch.where(use_eroded, eroded, onehot)
     return ClassMasks(
         slots=slots,
         weights=weights,
         present=onehot.sum(-1) > 0,
         eroded_present=has_eroded[..., 0],
+        from_eroded=use_eroded[..., 0] & (n_eroded[..., 0] < onehot.sum(-1)),
         kept=kept,
         num_classes=num_classes,
     )
@@ -291,7 +333,8 @@ def classwise_adain(
         x: latents of the images being translated.
         masks: their class masks at latent size (:func:`class_masks`).
         target: the statistics to reach (:class:`TargetStats`).
-        quirks: the reference code's sigma offset and untouched pixels; default none.
+        quirks: the reference code's statistics, sigma offset and untouched pixels;
+            default none.
 
     Returns:
         float32 latents.
@@ -299,9 +342,12 @@ def classwise_adain(
     b, c, h, w = x.shape
     xf = x.float()
     mean, var, _ = class_stats(xf, masks)
-    std = var.sqrt().clamp_min(STD_FLOOR)
-    g_mean, g_std = channel_stats(xf)  # (B, C, 1, 1)
+    g_mean, g_std = channel_stats(xf, quirks)  # (B, C, 1, 1)
     g_mean, g_std = g_mean[:, :, 0, 0], g_std[:, :, 0, 0]
+    std = quirks.std(var, STD_FLOOR)
+    if not quirks.classwise_loop:  # bounded gain where the statistics are a subset's
+        floored = torch.maximum(std, RELATIVE_STD_FLOOR * g_std[:, None, :])
+        std = torch.where(masks.from_eroded[..., None], floored, std)
 
     use_global = (target.source == 2)[..., None]  # (B, K+1, 1)
     src_mean = torch.where(use_global, g_mean[:, None, :], mean)

@@ -7,7 +7,7 @@ the attention and walk functions take their defaults from them. Values are check
 normalised (tuples, ints, floats) when a config is made.
 
 - :class:`DiffusionConfig`: what every diffusion method shares (model, device, sizes,
-  batching, FreeU factors, attention chunks).
+  batching, FreeU, attention chunks).
 - :class:`CrossImageConfig`: the three-branch walk (``adain-diffusion``, ``cross-image``,
   ``cacti``, ``cactif``).
 - :class:`StyleIDConfig`: StyleID.
@@ -25,6 +25,26 @@ from synth2real.errors import ConfigError
 
 #: Stable Diffusion 1.5 on the Hugging Face hub.
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+#: the forms of FreeU (diffusion/freeu.py): the CACTIF reference code's, diffusers'
+#: built-in ``enable_freeu``, none
+FreeUMode = Literal["reference", "diffusers", "off"]
+FREEU_MODES: tuple[str, ...] = ("reference", "diffusers", "off")
+
+
+def parse_freeu(value: object) -> str:
+    """The ``freeu`` parameter as a mode name: ``reference``, ``diffusers`` or ``off``.
+
+    A bool keeps its earlier meaning: ``True`` = diffusers' built-in FreeU (what
+    ``freeu=True`` ran before the reference's form existed), ``False`` = ``off``.
+    """
+    if isinstance(value, bool):
+        return "diffusers" if value else "off"
+    if isinstance(value, str) and value.strip().lower() in FREEU_MODES:
+        return value.strip().lower()
+    raise ConfigError(
+        f"freeu must be one of {', '.join(FREEU_MODES)} (or true/false), got {value!r}"
+    )
 
 
 def _check(ok: bool, message: str) -> None:
@@ -66,7 +86,16 @@ class DiffusionConfig:
         num_inference_steps: scheduler steps ``T``. Default 50.
         swap_resolutions: how many of the finest decoder resolutions hold edited
             self-attention layers (2 = SD 1.5's up_blocks.2 and .3). Default 2.
-        freeu_params: FreeU factors ``[s1, s2, b1, b2]``. Default [0.9, 0.2, 1.2, 1.4].
+        freeu: FreeU on the UNet, in every UNet call (inversion included):
+            ``reference`` (the CACTIF code's form: before each up-block whose input has
+            the deepest width, SD 1.5's 1280 channels, or the next one, 640, the first
+            half of the incoming hidden state's channels scaled by ``b1`` or ``b2`` and
+            the state Fourier-filtered with ``s1`` or ``s2``), ``diffusers`` (diffusers' ``enable_freeu``: the FreeU
+            paper's form, in ``up_blocks.0`` and ``.1``, filtering the skip features)
+            or ``off``; ``true``/``false`` mean ``diffusers``/``off`` as before.
+            Default ``reference``.
+        freeu_params: FreeU factors ``[s1, s2, b1, b2]`` (both forms). Default
+            [0.9, 0.2, 1.2, 1.4].
         batch_size: content images translated together (they share the style rows).
             On out-of-memory a batch is retried in halves, and later batches stay at
             the size that fitted. Default 4.
@@ -84,6 +113,7 @@ class DiffusionConfig:
     reference_fit: Literal["crop", "stretch"] = "crop"
     num_inference_steps: int = 50
     swap_resolutions: int = 2
+    freeu: FreeUMode | bool = "reference"
     freeu_params: tuple[float, float, float, float] = (0.9, 0.2, 1.2, 1.4)
     batch_size: int = 4
     attention_chunk: int | None = None
@@ -95,6 +125,7 @@ class DiffusionConfig:
         self.working_size = tuple(ws) if isinstance(ws, (list, tuple)) else int(ws)  # type: ignore[assignment]
         self.num_inference_steps = int(self.num_inference_steps)
         self.swap_resolutions = int(self.swap_resolutions)
+        self.freeu = parse_freeu(self.freeu)  # type: ignore[assignment]
         self.freeu_params = tuple(float(v) for v in self.freeu_params)  # type: ignore[assignment]
         self.batch_size = int(self.batch_size)
         if self.attention_chunk is not None:
@@ -168,11 +199,19 @@ class CrossImageConfig(DiffusionConfig):
         adain_sigma_offset: added to both standard deviations of class-wise AdaIN (the
             reference code uses 1.0); None = 0.0, or 1.0 with ``reference_quirks``.
             Default None.
-        reference_quirks: reproduce the reference code's class-wise AdaIN: pixels removed
-            by erosion, of classes missing from the reference, of no class, and of class
-            index >= 19 stay untouched; sigma offset 1; the last noise map zeroed
-            (``ReferenceQuirks`` in diffusion/quirks.py). Default False.
-        freeu: diffusers' built-in FreeU on the UNet (see docs/DIFFUSION.md). Default True.
+        reference_quirks: reproduce the official CACTIF code (``ReferenceQuirks`` in
+            diffusion/quirks.py): class-wise AdaIN leaves pixels removed by erosion, of
+            classes missing from the reference, of no class and of class index >= 19
+            untouched, with sigma offset 1; masks eroded at the image border too;
+            statistics ``sqrt(var + 1e-5)``; the last noise map zeroed (and the last
+            AdaIN aimed at the style's posterior mean); no swap on step 1; label maps
+            brought to latent size as the reference does (bicubic for references).
+            Default False.
+        shared_noise: a reference quirk of its own: every image draws its noise as the
+            reference's inversion does after ``torch.manual_seed(42)``, so contents and
+            references share their noise draws, as in the official CACTI/CACTIF runs
+            (their class-wise AdaIN reseeds torch). Off: each image its own noise
+            (``seed`` and the image). Default False.
         seed: seed of the inversion noise (combined with each image's pixels, so results
             do not depend on batching, order or sharding). Default 0.
     """
@@ -189,7 +228,7 @@ class CrossImageConfig(DiffusionConfig):
     filter_p: float = 0.25
     adain_sigma_offset: float | None = None
     reference_quirks: bool = False
-    freeu: bool = True
+    shared_noise: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -200,7 +239,10 @@ class CrossImageConfig(DiffusionConfig):
         self.filtering, self.filter_p = bool(self.filtering), float(self.filter_p)
         if self.adain_sigma_offset is not None:
             self.adain_sigma_offset = float(self.adain_sigma_offset)
-        self.reference_quirks, self.freeu = bool(self.reference_quirks), bool(self.freeu)
+        self.reference_quirks, self.shared_noise = (
+            bool(self.reference_quirks),
+            bool(self.shared_noise),
+        )
         self.seed = int(self.seed)
         _check(
             self.adain in ("none", "global", "classwise"),
@@ -223,13 +265,18 @@ class CrossImageConfig(DiffusionConfig):
     @property
     def quirks(self) -> ReferenceQuirks:
         """The reference code's behaviours these parameters ask for."""
-        return ReferenceQuirks.from_params(self.reference_quirks, self.adain_sigma_offset)
+        return ReferenceQuirks.for_walk(
+            self.reference_quirks, self.adain_sigma_offset, self.shared_noise
+        )
 
     def swap_at(self, step: int) -> bool:
-        """Whether the key/value swap is on at denoising step ``step`` (0 = step ``S``)."""
+        """Whether the key/value swap is on at denoising step ``step`` (0 = step ``S``):
+        ``swap`` and ``swap_steps``, less the steps the reference never swaps with
+        ``reference_quirks``."""
         if not self.swap:
             return False
-        return self.swap_steps is None or self.swap_steps[0] <= step < self.swap_steps[1]
+        planned = self.swap_steps is None or self.swap_steps[0] <= step < self.swap_steps[1]
+        return self.quirks.swaps(step, planned)
 
     def classwise_at(self, step: int) -> bool:
         """Whether AdaIN is class-wise (not global) after denoising step ``step``."""
@@ -254,8 +301,13 @@ class StyleIDConfig(DiffusionConfig):
             are recomputed from their cached inversion latents (one extra UNet row per
             step). None = a quarter of the GPU's memory (of the RAM on a CPU, 4 GiB on
             MPS); 0 = never cache keys/values. Default None.
-        freeu: diffusers' built-in FreeU on the UNet (see docs/DIFFUSION.md). Default
-            False (StyleID's code has no FreeU).
+        reference_quirks: reproduce the authors' diffusers port (``ReferenceQuirks`` in
+            diffusion/quirks.py): its initial AdaIN (unbiased std + 1e-4), its five
+            injection layers (the last five decoder self-attention layers; SD 1.5: not
+            ``up_blocks.2.attentions.0``), and the last step's predicted clean latent as
+            the result. Default False.
+        freeu: as for every diffusion method (``reference``, ``diffusers``, ``off``).
+            Default ``off`` (StyleID's code has no FreeU).
     """
 
     skip: int = 0
@@ -263,14 +315,15 @@ class StyleIDConfig(DiffusionConfig):
     gamma: float = 0.75
     tau: float = 1.5
     style_cache_gb: float | None = None
-    freeu: bool = False
+    reference_quirks: bool = False
+    freeu: FreeUMode | bool = "off"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.skip, self.gamma, self.tau = int(self.skip), float(self.gamma), float(self.tau)
         if self.style_cache_gb is not None:
             self.style_cache_gb = float(self.style_cache_gb)
-        self.freeu = bool(self.freeu)
+        self.reference_quirks = bool(self.reference_quirks)
         _check(
             self.adain in ("none", "global"),
             "styleid normalises its initial latent only: adain must be none or global, "
@@ -283,6 +336,11 @@ class StyleIDConfig(DiffusionConfig):
             self.style_cache_gb is None or self.style_cache_gb >= 0,
             f"style_cache_gb must be >= 0 or None, got {self.style_cache_gb}",
         )
+
+    @property
+    def quirks(self) -> ReferenceQuirks:
+        """The StyleID port's behaviours these parameters ask for."""
+        return ReferenceQuirks.for_styleid(self.reference_quirks)
 
 
 #: ``pipeline`` name -> its config (what the ``pipeline`` parameter used to choose)

@@ -28,7 +28,8 @@ How the work is kept to what the result needs:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from synth2real.diffusion.adain import (
     ClassMasks,
     TargetStats,
     adain,
+    channel_stats,
     class_masks,
     class_stats,
     classwise_adain,
@@ -56,19 +58,118 @@ from synth2real.diffusion.processors import (
     SwapLayout,
     SwapProcessor,
 )
-from synth2real.diffusion.quirks import NO_QUIRKS, ReferenceQuirks
+from synth2real.diffusion.quirks import (
+    NO_QUIRKS,
+    ReferenceQuirks,
+    reference_labels_to_latent,
+    reference_levels,
+)
 from synth2real.errors import ConfigError
+
+
+def draw_levels(
+    x0: Tensor,
+    schedule: Schedule,
+    skip: int,
+    seeds: Sequence[int],
+    quirks: ReferenceQuirks = NO_QUIRKS,
+) -> Tensor:
+    """The levels ``S .. T`` of ``x0 (B, C, h, w)``: each image's own draws from its seed
+    (:func:`~.inversion.sample_levels`), or with ``quirks.shared_noise`` the reference's
+    draws after ``torch.manual_seed(42)`` (:func:`~.quirks.reference_levels`), the same
+    for every image. ``(T - S + 1, B, C, h, w)`` float32."""
+    if quirks.shared_noise:
+        return reference_levels(x0, schedule, skip)
+    return sample_levels(x0, schedule, skip, make_generators(seeds))
 
 
 # ---------------------------------------------------------------------------------------
 # references
 # ---------------------------------------------------------------------------------------
+@dataclass
+class _LevelTargets:
+    """AdaIN targets of some references at some levels: ``global_mean, global_std (R, L, C)``;
+    class-wise ``mean, std (R, L, K + 1, C)`` and ``source (R, K + 1)`` (None without
+    labels)."""
+
+    global_mean: Tensor
+    global_std: Tensor
+    mean: Tensor | None = None
+    std: Tensor | None = None
+    source: Tensor | None = None
+
+
+def _level_targets(
+    xs: Tensor, masks: ClassMasks | None, quirks: ReferenceQuirks, *, pool: bool
+) -> _LevelTargets:
+    """The AdaIN targets of references ``xs (R, L, C, h, w)`` with class masks ``masks``
+    (``R`` images; None: global only). A class a reference lacks gets the statistics
+    pooled over the other references that have it when ``pool`` (and
+    ``quirks.pools_missing_classes``), else the reference's global ones."""
+    mean_g, std_g = channel_stats(xs, quirks)
+    out = _LevelTargets(mean_g[..., 0, 0], std_g[..., 0, 0])
+    if masks is None:
+        return out
+    r, lv = xs.shape[:2]
+    k = masks.num_classes
+    stats = [class_stats(xs[:, j], masks) for j in range(lv)]
+    mean = torch.stack([s[0] for s in stats], 1)  # (R, L, K+1, C)
+    var = torch.stack([s[1] for s in stats], 1)
+    count = stats[0][2]  # (R, K+1): pixels the statistics use (same at every level)
+    has = quirks.class_present(masks).clone()
+    has[:, k] = False  # "no class" is never matched class-wise
+    source = torch.where(has, 0, 2).to(torch.int8)
+    own = has[:, None, :, None]
+    std = quirks.std(var, STD_FLOOR)
+    t_mean = torch.where(own, mean, out.global_mean[:, :, None, :])
+    t_std = torch.where(own, std, out.global_std[:, :, None, :])
+    if pool and quirks.pools_missing_classes and r > 1:
+        cnt = count * has.float()
+        for ri in range(r):
+            others = [o for o in range(r) if o != ri]
+            missing = ~has[ri] & (cnt[others].sum(0) > 0)
+            if not bool(missing.any()):
+                continue
+            pm, pv, _ = pooled_stats(
+                mean[others], var[others], cnt[others][:, None, :].expand(-1, lv, -1), dim=0
+            )  # (L, K+1, C)
+            sel = missing[None, :, None]
+            t_mean[ri] = torch.where(sel, pm, t_mean[ri])
+            t_std[ri] = torch.where(sel, quirks.std(pv, STD_FLOOR), t_std[ri])
+            source[ri][missing] = 1
+    out.mean, out.std, out.source = t_mean, t_std, source
+    return out
+
+
+def _take(masks: ClassMasks, idx: Tensor) -> ClassMasks:
+    return ClassMasks(
+        slots=masks.slots[idx],
+        weights=masks.weights[idx],
+        present=masks.present[idx],
+        eroded_present=masks.eroded_present[idx],
+        from_eroded=masks.from_eroded[idx],
+        kept=masks.kept[idx],
+        num_classes=masks.num_classes,
+    )
+
+
 class ReferenceBank:
     """The references' inverted latents and latent statistics at one working size.
 
     Built once per working size (the latents of a reference at every level ``S .. T``
     are draws from ``q(x_i | x_0)``, independent of the content and of the UNet) and
     reused for every content image.
+
+    Args:
+        latents: ``(R, C, h, w)`` clean latents of the references.
+        slots: one ``(h, w)`` slot map per reference (None without labels).
+        schedule, skip: the walk's schedule and ``S``.
+        seeds: one seed per reference (its levels are drawn from it).
+        num_classes: ``K`` (0: no class-wise targets).
+        erosion: erosion iterations of the class masks.
+        quirks: the reference code's behaviours (statistics, erosion, pooling, draws).
+        levels: ``(T - S + 1, R, C, h, w)`` levels to use instead of drawing them (for
+            example another implementation's inversion); ``levels[-1]`` is ``x_0``.
 
     Attributes:
         xs: ``(R, L, C, h, w)`` float32 levels ``S .. T`` of each reference (``L = T-S+1``).
@@ -77,6 +178,7 @@ class ReferenceBank:
             without labels); classes the reference lacks hold the pooled statistics of
             the other references, or the global ones.
         source: ``(R, K + 1)`` int8, where each target comes from (0 own, 1 pooled, 2 global).
+        masks: the references' class masks at latent size (None without labels).
         num_classes: ``K`` (0 without labels).
     """
 
@@ -91,49 +193,28 @@ class ReferenceBank:
         num_classes: int = 0,
         erosion: int = 1,
         quirks: ReferenceQuirks = NO_QUIRKS,
+        levels: Tensor | None = None,
     ):
         r = latents.shape[0]
         if len(slots) != r or len(seeds) != r:
             raise ConfigError("reference bank: latents, label maps and seeds differ in length")
-        levels = sample_levels(latents, schedule, skip, make_generators(seeds))  # (L, R, ...)
-        self.xs = levels.transpose(0, 1).contiguous()
-        var, mean = torch.var_mean(self.xs, dim=(3, 4), correction=0)
-        self.global_mean, self.global_std = mean, var.sqrt().clamp_min(STD_FLOOR)
+        if levels is None:
+            levels = draw_levels(latents, schedule, skip, seeds, quirks)  # (L, R, ...)
+        elif levels.shape[0] != schedule.num_steps - skip + 1 or levels.shape[1] != r:
+            raise ConfigError(
+                f"reference bank: levels of shape {tuple(levels.shape)} for {r} references "
+                f"and {schedule.num_steps - skip + 1} levels"
+            )
+        self.xs = levels.float().transpose(0, 1).contiguous()
+        self.quirks = quirks
         self.num_classes = num_classes
-        self.target_mean = self.target_std = self.source = None
+        self.masks: ClassMasks | None = None
         if num_classes > 0 and all(s is not None for s in slots):
-            self._class_targets(torch.stack(list(slots)), num_classes, erosion, quirks)
-
-    def _class_targets(self, slots: Tensor, k: int, erosion: int, quirks: ReferenceQuirks) -> None:
-        r, lv = self.xs.shape[:2]
-        masks = class_masks(slots.to(self.xs.device), k, erosion)
-        stats = [class_stats(self.xs[:, j], masks) for j in range(lv)]
-        mean = torch.stack([s[0] for s in stats], 1)  # (R, L, K+1, C)
-        var = torch.stack([s[1] for s in stats], 1)
-        count = stats[0][2]  # (R, K+1): pixels the statistics use (same at every level)
-        has = quirks.class_present(masks).clone()
-        has[:, k] = False  # "no class" is never matched class-wise
-        source = torch.where(has, 0, 2).to(torch.int8)
-        own = has[:, None, :, None]
-        t_mean = torch.where(own, mean, self.global_mean[:, :, None, :])
-        t_var = torch.where(own, var, (self.global_std**2)[:, :, None, :])
-        if quirks.pools_missing_classes and r > 1:
-            cnt = count * has.float()
-            for ri in range(r):
-                others = [o for o in range(r) if o != ri]
-                missing = ~has[ri] & (cnt[others].sum(0) > 0)
-                if not bool(missing.any()):
-                    continue
-                pm, pv, _ = pooled_stats(
-                    mean[others], var[others], cnt[others][:, None, :].expand(-1, lv, -1), dim=0
-                )  # (L, K+1, C)
-                sel = missing[None, :, None]
-                t_mean[ri] = torch.where(sel, pm, t_mean[ri])
-                t_var[ri] = torch.where(sel, pv, t_var[ri])
-                source[ri][missing] = 1
-        self.target_mean = t_mean
-        self.target_std = t_var.sqrt().clamp_min(STD_FLOOR)
-        self.source = source
+            stacked = torch.stack(list(slots)).to(self.xs.device)  # type: ignore[arg-type]
+            self.masks = class_masks(stacked, num_classes, erosion, quirks)
+        t = _level_targets(self.xs, self.masks, quirks, pool=True)
+        self.global_mean, self.global_std = t.global_mean, t.global_std
+        self.target_mean, self.target_std, self.source = t.mean, t.std, t.source
 
     def __len__(self) -> int:
         return self.xs.shape[0]
@@ -154,10 +235,45 @@ class ReferenceBank:
             global_std=self.global_std[refs, level],
         )
 
+    def targets_of(
+        self, latents: Tensor, refs: Tensor
+    ) -> tuple[Tensor, Tensor, TargetStats | None]:
+        """AdaIN targets of other latents of the references ``refs (U,)``:
+        ``latents (U, C, h, w)`` (the reference quirk: the style rows' posterior means
+        after the last step). Nothing is pooled. Returns the global mean and std
+        ``(U, C)`` and the class-wise targets (None without labels)."""
+        masks = None if self.masks is None else _take(self.masks, refs)
+        t = _level_targets(latents[:, None].float(), masks, self.quirks, pool=False)
+        gm, gs = t.global_mean[:, 0], t.global_std[:, 0]
+        if t.mean is None:
+            return gm, gs, None
+        return gm, gs, TargetStats(t.mean[:, 0], t.std[:, 0], t.source, gm, gs)  # type: ignore[index]
+
 
 # ---------------------------------------------------------------------------------------
 # the walk
 # ---------------------------------------------------------------------------------------
+@dataclass
+class WalkStep:
+    """What the walk hands its callback after each denoising step.
+
+    Attributes:
+        step: the denoising step (0 = step ``S``).
+        before: ``(B, C, h, w)`` the out latents after the step, before AdaIN.
+        after: the out latents after AdaIN (what the next step starts from).
+        swapped: whether the step swapped keys and values.
+    """
+
+    step: int
+    before: Tensor
+    after: Tensor
+    swapped: bool
+
+
+#: called after every denoising step of :func:`cross_image_walk`
+WalkCallback = Callable[[WalkStep], None]
+
+
 def cross_image_walk(
     models: DiffusionModels,
     layers: Sequence[AttentionLayer],
@@ -168,6 +284,9 @@ def cross_image_walk(
     bank: ReferenceBank,
     refs: Sequence[int],
     masks: ClassMasks | None = None,
+    *,
+    content_levels: Tensor | None = None,
+    callback: WalkCallback | None = None,
 ) -> Tensor:
     """Translate a batch of content latents.
 
@@ -184,6 +303,10 @@ def cross_image_walk(
         bank: the references at this working size.
         refs: the reference index of each content image.
         masks: class masks of the contents at latent size (class-wise AdaIN only).
+        content_levels: ``(T - S + 1, B, C, h, w)`` levels of the contents to walk from
+            instead of drawing them (``[-1]`` = ``x_0``; for example another
+            implementation's inversion).
+        callback: called after every step with a :class:`WalkStep`.
 
     Returns:
         ``(B, C, h, w)`` float32 clean latents of the translations.
@@ -198,35 +321,82 @@ def cross_image_walk(
     quirks = cfg.quirks
     dev = content.device
     unique = list(dict.fromkeys(int(r) for r in refs))
+    u = len(unique)
+    unique_ids = torch.tensor(unique, device=dev)
     style_of_out = torch.tensor([unique.index(int(r)) for r in refs], device=dev)
     ref_ids = torch.tensor([int(r) for r in refs], device=dev)
-    style_xs = bank.xs[torch.tensor(unique, device=dev)]  # (U, L, C, h, w)
+    style_xs = bank.xs[unique_ids]  # (U, L, C, h, w)
     timesteps = torch.tensor(schedule.timesteps, device=dev)
-    swapping = _swap_processors(cfg, layers, b, len(unique), style_of_out)
+    swapping = _swap_processors(cfg, layers, b, u, style_of_out)
 
-    xs_c = sample_levels(content, schedule, skip, make_generators(content_seeds))
+    if content_levels is None:
+        xs_c = draw_levels(content, schedule, skip, content_seeds, quirks)
+    elif tuple(content_levels.shape) != (n_steps + 1, *content.shape):
+        raise ConfigError(
+            f"content_levels of shape {tuple(content_levels.shape)}, expected "
+            f"{(n_steps + 1, *content.shape)}"
+        )
+    else:
+        xs_c = content_levels.float()
     out = xs_c[0].clone()
     with AttentionEdits(models.unet, layers) as edits:
         for j in range(n_steps):
             i = skip + j
             swap = cfg.swap_at(j)
+            # the reference zeroes the last noise map of every row: its out row ends on
+            # the posterior mean, and so does the style row its last AdaIN aims at
+            last_mean = quirks.zero_last_noise and j == n_steps - 1
             edits.use(swapping if swap else None)
-            if swap:
+            if swap or last_mean:
                 batch = torch.cat([out, style_xs[:, j], xs_c[j]])
             else:
                 batch = torch.cat([out, xs_c[j]])
             eps = schedule.to_epsilon(models.predict(batch, timesteps[i]), batch, i)
             c_x, c_eps, _ = schedule.ddpm_coefficients(i)
             mu_out = c_x * out + c_eps * eps[:b]
-            if quirks.zero_last_noise and j == n_steps - 1:
-                out = mu_out  # the reference zeroes the last noise map
+            if last_mean:
+                before = mu_out
+                mu_style = c_x * style_xs[:, j] + c_eps * eps[b : b + u]
+                gm, gs, cls = bank.targets_of(mu_style, unique_ids)
+                targets = _StepTargets(
+                    gm[style_of_out],
+                    gs[style_of_out],
+                    None if cls is None else _rows(cls, style_of_out),
+                )
             else:
                 # = mu_out + sigma_i z_i with the content's noise map of this step,
                 # z_i = (x_{i+1} - mu(x_i)) / sigma_i computed from this very pass
                 mu_content = c_x * xs_c[j] + c_eps * eps[-b:]
-                out = mu_out + (xs_c[j + 1] - mu_content)
-            out = _adain_step(out, cfg, quirks, bank, ref_ids, masks, level=j + 1, step=j)
+                before = mu_out + (xs_c[j + 1] - mu_content)
+                targets = _StepTargets.from_bank(bank, ref_ids, j + 1)
+            out = _adain_step(before, cfg, quirks, targets, masks, step=j)
+            if callback is not None:
+                callback(WalkStep(step=j, before=before, after=out, swapped=swap))
     return out
+
+
+@dataclass
+class _StepTargets:
+    """One step's AdaIN targets for each out row: global ``mean, std (B, C)`` and the
+    class-wise targets (None without labels)."""
+
+    global_mean: Tensor
+    global_std: Tensor
+    classwise: TargetStats | None
+
+    @classmethod
+    def from_bank(cls, bank: ReferenceBank, refs: Tensor, level: int) -> _StepTargets:
+        return cls(
+            bank.global_mean[refs, level],
+            bank.global_std[refs, level],
+            bank.targets(refs, level) if bank.labelled else None,
+        )
+
+
+def _rows(t: TargetStats, idx: Tensor) -> TargetStats:
+    return TargetStats(
+        t.mean[idx], t.std[idx], t.source[idx], t.global_mean[idx], t.global_std[idx]
+    )
 
 
 def _swap_processors(
@@ -251,23 +421,16 @@ def _adain_step(
     out: Tensor,
     cfg: CrossImageConfig,
     quirks: ReferenceQuirks,
-    bank: ReferenceBank,
-    ref_ids: Tensor,
+    targets: _StepTargets,
     masks: ClassMasks | None,
     *,
-    level: int,
     step: int,
 ) -> Tensor:
     if cfg.adain == "none":
         return out
     if cfg.classwise_at(step):
-        return classwise_adain(
-            out,
-            masks,  # type: ignore[arg-type]
-            bank.targets(ref_ids, level),
-            quirks=quirks,
-        )
-    return adain(out, bank.global_mean[ref_ids, level], bank.global_std[ref_ids, level])
+        return classwise_adain(out, masks, targets.classwise, quirks=quirks)  # type: ignore[arg-type]
+    return adain(out, targets.global_mean, targets.global_std, quirks=quirks)
 
 
 # ---------------------------------------------------------------------------------------
@@ -313,9 +476,24 @@ class CrossImageMethod(DiffusionMethod):
             return list(range(len(refs)))
         return [ref]
 
-    def _slots(self, label, size: Size, latent_hw: tuple[int, int]) -> np.ndarray:
-        """A label map at latent size (see :func:`~.adain.labels_to_latent`)."""
+    def _slots(
+        self, label, size: Size, latent_hw: tuple[int, int], *, reference: bool = False
+    ) -> np.ndarray:
+        """A label map at latent size (see :func:`~.adain.labels_to_latent`; with
+        ``reference_quirks``, the reference's path, :func:`~.quirks.reference_labels_to_latent`:
+        a reference's label as a colour PNG, cropped as ``reference_fit`` says, a
+        content's as an index PNG, stretched as its image is)."""
         classes = self.check_prepared().classes
+        if self.config.quirks.reference_labels:
+            return reference_labels_to_latent(
+                label,
+                size,
+                latent_hw,
+                classes.num_classes,
+                classes.ignore_index,
+                colors=classes.palette() if reference else None,
+                crop=reference and self.config.reference_fit == "crop",
+            )
         return labels_to_latent(
             label,
             size,
@@ -338,8 +516,10 @@ class CrossImageMethod(DiffusionMethod):
                 if lab is None or not classwise:
                     slots.append(None)
                     continue
-                _, fitted = fit_to(img, lab, size, cfg.reference_fit)
-                slots.append(torch.from_numpy(self._slots(fitted, size, latent_hw)).to(m.device))
+                if not cfg.quirks.reference_labels:  # (the reference's path fits it itself)
+                    _, lab = fit_to(img, lab, size, cfg.reference_fit)
+                slot = self._slots(lab, size, latent_hw, reference=True)
+                slots.append(torch.from_numpy(slot).to(m.device))
             seeds = [pixel_seed(cfg.seed, img, "reference") for img in refs.images]
             self._banks[size] = ReferenceBank(
                 lats,
@@ -362,7 +542,9 @@ class CrossImageMethod(DiffusionMethod):
             hw = (content.shape[2], content.shape[3])
             slots = [self._slots(lab, batch.size, hw) for lab in batch.labels]
             k = self.check_prepared().classes.num_classes
-            masks = class_masks(torch.from_numpy(np.stack(slots)).to(m.device), k, cfg.erosion)
+            masks = class_masks(
+                torch.from_numpy(np.stack(slots)).to(m.device), k, cfg.erosion, cfg.quirks
+            )
         return cross_image_walk(
             m,
             self._layers,

@@ -256,11 +256,36 @@ def ddim_inversion(eps_fn: NoiseFn, x0: Tensor, schedule: Schedule, stop: int = 
     return x
 
 
-def ddim_sample(eps_fn: NoiseFn, x_start: Tensor, schedule: Schedule, start: int = 0) -> Tensor:
-    """Deterministic DDIM (eta = 0) sampling from level ``start`` to the clean latent."""
+def ddim_sample(
+    eps_fn: NoiseFn,
+    x_start: Tensor,
+    schedule: Schedule,
+    start: int = 0,
+    *,
+    x0_last: bool = False,
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> Tensor:
+    """Deterministic DDIM (eta = 0) sampling from level ``start`` to the clean latent.
+
+    Args:
+        x0_last: return the last step's predicted clean latent
+            ``(x - sqrt(1 - abar) eps) / sqrt(abar)`` instead of the step itself (what the
+            StyleID port decodes; the step goes to ``final_alpha_cumprod``, not 1).
+        callback: called as ``callback(level, x)`` with the starting latent (level
+            ``start``) and after every step (level ``i + 1``, the returned latent last).
+    """
     schedule.check_skip(start)
     x = x_start.float()
+    if callback is not None:
+        callback(start, x)
     for i in range(start, schedule.num_steps):
-        c_x, c_eps = schedule.ddim_coefficients(i)
-        x = c_x * x + c_eps * eps_fn(x, i).float()
+        eps = eps_fn(x, i).float()
+        if x0_last and i == schedule.num_steps - 1:
+            a = schedule.abar(i)
+            x = (x - math.sqrt(1.0 - a) * eps) / math.sqrt(a)
+        else:
+            c_x, c_eps = schedule.ddim_coefficients(i)
+            x = c_x * x + c_eps * eps
+        if callback is not None:
+            callback(i + 1, x)
     return x

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from synth2real.diffusion.config import PIPELINES, DiffusionConfig
+from synth2real.diffusion.freeu import FreeUOptions, install_freeu
 from synth2real.diffusion.inversion import Schedule
 from synth2real.diffusion.layers import AttentionLayer, select_layers
 from synth2real.diffusion.loading import DiffusionModels, NonFiniteError, load_models
@@ -150,6 +151,8 @@ class DiffusionMethod(Method):
         self._schedule: Schedule | None = None
         self._ref_latents: dict[Size, torch.Tensor] = {}
         self._batch_limit: int | None = None  # lowered after an out-of-memory error
+        #: the FreeU the UNet runs with while this method translates (docs/DIFFUSION.md)
+        self.freeu = FreeUOptions.parse(self.config.freeu, self.config.freeu_params)
 
     # -- parameters ------------------------------------------------------------------------
     @classmethod
@@ -229,11 +232,6 @@ class DiffusionMethod(Method):
         layers = select_layers(
             unet, part="up", self_attention=True, resolutions=cfg.swap_resolutions
         )
-        if cfg.freeu:  # type: ignore[attr-defined]  # each pipeline has its own default
-            s1, s2, b1, b2 = cfg.freeu_params
-            unet.enable_freeu(s1=s1, s2=s2, b1=b1, b2=b2)
-        else:
-            unet.disable_freeu()
         if cfg.compile:
             models.unet = torch.compile(unet)
         self._models = models
@@ -353,7 +351,9 @@ class DiffusionMethod(Method):
     def _run_once(self, batch: _Batch) -> list[np.ndarray]:
         m = self.models
         fitted = [_resize(img, batch.size) for img in batch.images]
-        with torch.no_grad():
+        # FreeU is on for every UNet call of the batch (inversion included) and off
+        # afterwards, so that methods sharing one UNet each get their own
+        with torch.no_grad(), install_freeu(m.unet, self.freeu):
             content = m.encode(_to_tensor(fitted).to(m.device))
             latents = self._translate_latents(batch, content)
             if not bool(torch.isfinite(latents).all()):

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -53,6 +53,7 @@ from synth2real.diffusion.processors import (
     RecordProcessor,
     StyleIDState,
 )
+from synth2real.diffusion.quirks import PORT_LAYER_COUNT, port_adain
 from synth2real.errors import ConfigError
 
 
@@ -198,6 +199,7 @@ def styleid_transfer(
     *,
     style_keys: Sequence[Hashable] | None = None,
     cache: StyleCache | None = None,
+    callback: Callable[[int, Tensor], None] | None = None,
 ) -> Tensor:
     """Translate ``content (B, C, h, w)`` latents with the ``styles (U, C, h, w)`` latents.
 
@@ -214,6 +216,13 @@ def styleid_transfer(
         style_of_out: for each content, the index of its style in ``styles``.
         style_keys: a cache key per style (default ``0 .. U-1``).
         cache: inversions of earlier calls; None = a cache for this call only.
+        callback: called as ``callback(level, x)`` with the out latents ``(B, C, h, w)``
+            sampling starts from (level ``skip``, after the initial AdaIN) and after every
+            sampling step (level ``i + 1``).
+
+    With ``cfg.reference_quirks`` (the authors' diffusers port, ``cfg.quirks``): the
+    port's initial AdaIN, only the last :data:`~.quirks.PORT_LAYER_COUNT` of ``layers``
+    edited, and the last step's predicted clean latent returned.
 
     Returns:
         ``(B, C, h, w)`` float32 clean latents.
@@ -225,6 +234,9 @@ def styleid_transfer(
     if len(keys) != u or len(set(keys)) != u:
         raise ConfigError("styleid_transfer: one distinct cache key per style is needed")
     cache = StyleCache() if cache is None else cache
+    quirks = cfg.quirks
+    if quirks.port_layers:
+        layers = list(layers)[-PORT_LAYER_COUNT:]
     dev = content.device
     idx = torch.tensor([int(s) for s in style_of_out], device=dev)
     timesteps = torch.tensor(schedule.timesteps, device=dev)
@@ -280,8 +292,11 @@ def styleid_transfer(
             z_c = z[:b]
             if cfg.adain == "global":
                 z_s = torch.stack([cache.trajectories[k][0] for k in keys])
-                sm, ss = channel_stats(z_s)
-                z_c = adain(z_c, sm[idx], ss[idx])
+                if quirks.port_initial_adain:
+                    z_c = port_adain(z_c, z_s[idx])
+                else:
+                    sm, ss = channel_stats(z_s)
+                    z_c = adain(z_c, sm[idx], ss[idx])
 
             def eps_sample(x: Tensor, i: int) -> Tensor:
                 if style_levels is None:
@@ -290,7 +305,14 @@ def styleid_transfer(
 
             state.style_of_out, state.kv_sources, state.kv_sinks = idx, sources, list(records)
             edits.use({layer.key: InjectProcessor(layer.key, state) for layer in layers})
-            out = ddim_sample(eps_sample, z_c, schedule, start=stop)
+            out = ddim_sample(
+                eps_sample,
+                z_c,
+                schedule,
+                start=stop,
+                x0_last=quirks.x0_output,
+                callback=callback,
+            )
             for rec in records:
                 cache.commit(rec)
             records = []

@@ -40,7 +40,7 @@ DEFAULT_BUDGET: dict[str, Any] = {
 #: budget keys.
 PER_RUN = {
     "seed": "--seeds",
-    "model": "--model",
+    "model": "--seg-model",
     "device": "--device",
     "real_fraction": "--real-ratio",
 }
@@ -136,8 +136,13 @@ class PilotConfig:
             all); drawn with seed 0, recorded.
         real_ratio: share of each training batch drawn from the references in the
             ``+real`` settings (0..1, default 0.5).
-        model: segmentation model name (``small-unet``, ``segformer``).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
+        model: segmentation model name (``small-unet``, ``segformer``; ``--seg-model``).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...: where the models train and
+            where the diffusion methods translate (their ``device`` parameter, unless
+            ``method_params`` sets it).
+        diffusion_model: Stable Diffusion weights for the diffusion methods (a hub id or
+            a local folder; their ``model`` parameter, unless ``method_params`` sets it;
+            ``--diffusion-model``). ``None``: each method's default (SD 1.5).
         workers: translation worker processes.
         jobs: training runs at once, each in its own process with ``cores // jobs``
             torch threads (default 1). On a 2-core CPU two single-threaded runs trained
@@ -178,6 +183,7 @@ class PilotConfig:
     real_ratio: float = 0.5
     model: str = "small-unet"
     device: str = "auto"
+    diffusion_model: str | None = None
     workers: int = 1
     jobs: int = 1
     metric: str = "miou"
@@ -229,6 +235,20 @@ class PilotConfig:
         """The methods that get their own settings (``none`` is the source baseline)."""
         return [m for m in self.methods if m != "none"]
 
+    def params_for(self, method: str) -> dict[str, Any]:
+        """The parameters ``method`` is created with: its ``method_params``, with the
+        pilot's ``device`` and ``diffusion_model`` where it takes them
+        (:func:`synth2real.translate.method_overrides`, as ``translate`` does)."""
+        from synth2real.translate import method_overrides
+
+        return method_overrides(
+            method,
+            self.method_params.get(method, {}),
+            model=self.diffusion_model,
+            device=self.device,
+            strict=False,
+        )
+
     def fixed(self) -> dict[str, Any]:
         """What must not change between a run and its resume (methods/seeds may grow)."""
         return {
@@ -255,6 +275,7 @@ class PilotConfig:
             methods=self.methods,
             seeds=self.seeds,
             device=self.device,
+            diffusion_model=self.diffusion_model,
             workers=self.workers,
             jobs=self.jobs,
             metric=self.metric,
@@ -269,13 +290,21 @@ class PilotConfig:
 # checks before any work
 # ---------------------------------------------------------------------------------------
 def check_methods(cfg: PilotConfig) -> None:
-    """Every method exists and takes its ``method_params`` (an error names the method)."""
+    """Every method exists and takes its ``method_params`` (an error names the method);
+    ``diffusion_model`` needs a method that takes weights."""
     from synth2real.methods import create_method
 
+    takes_weights = False
     for m in cfg.methods:
         if m == "none":
             continue
-        create_method(m, **cfg.method_params.get(m, {}))  # unknown names/params fail here
+        method = create_method(m, **cfg.params_for(m))  # unknown names/params fail here
+        takes_weights |= "model" in method.params()
+    if cfg.diffusion_model is not None and not takes_weights:
+        raise ConfigError(
+            f"--diffusion-model {cfg.diffusion_model}: none of the methods "
+            f"{cfg.translation_methods} is a diffusion method (see `synth2real methods`)"
+        )
     stray = sorted(set(cfg.method_params) - set(cfg.translation_methods))
     if stray:
         raise ConfigError(

@@ -171,7 +171,7 @@ def translate_method(
     from synth2real.translate import translate_dataset
 
     info_path = tdir.parent / f"{tdir.name}.json"
-    method = create_method(method_name, **cfg.method_params.get(method_name, {}))
+    method = create_method(method_name, **cfg.params_for(method_name))
     params = json.loads(json.dumps(method.params(), default=str))
     inputs = {
         "source": str(Path(source.root).resolve()),
