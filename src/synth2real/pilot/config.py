@@ -87,17 +87,51 @@ def parse_seeds(spec: int | str | Sequence[int]) -> list[int]:
     return seeds
 
 
+def visible_devices() -> list[str]:
+    """The CUDA devices this process may use (``["cuda:0", "cuda:1"]``; ``[]`` without
+    CUDA). ``CUDA_VISIBLE_DEVICES`` is honoured by torch. The one place the pilot asks
+    which GPUs exist: tests replace it with a fake list."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+
+def _spreads_over_gpus(device: str) -> bool:
+    """``auto`` and ``cuda`` may use every visible GPU; ``cuda:1``, ``cpu`` name one."""
+    return device.strip().lower() in ("auto", "cuda")
+
+
 def auto_jobs(device: str = "auto") -> int:
-    """Training runs at once: 1 on a GPU; on a CPU one per core, at most 4.
+    """Training runs at once: one per visible GPU (``device`` ``auto`` or ``cuda``; 1 for
+    one named GPU or MPS); on a CPU one per core, at most 4.
 
     Measured on 2 cores (docs/PILOT.md): two single-threaded runs trained ~1.6-2x faster in
     total than one run using both cores.
     """
     from synth2real.segment.device import resolve_device
 
+    if _spreads_over_gpus(device):
+        gpus = visible_devices()
+        if gpus:
+            return len(gpus)
     if resolve_device(device).type != "cpu":
         return 1
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def job_devices(device: str, jobs: int) -> list[str] | None:
+    """The device of each of ``jobs`` worker processes: with ``device`` ``auto`` or
+    ``cuda`` and more than one visible GPU, the GPUs in turn (``jobs=3`` on 2 GPUs:
+    ``cuda:0, cuda:1, cuda:0``), each process pinned to its own; else ``None`` (every
+    job trains on ``device``)."""
+    if not _spreads_over_gpus(device):
+        return None
+    gpus = visible_devices()
+    if len(gpus) < 2:
+        return None
+    return [gpus[i % len(gpus)] for i in range(jobs)]
 
 
 def parse_jobs(spec: int | str, device: str = "auto") -> int:
