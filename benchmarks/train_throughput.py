@@ -176,6 +176,7 @@ def eval_loop(
     batch: int = 1,
     bf16: bool = False,
     inference_mode: bool = True,
+    ignore_index: int = 255,
 ) -> dict:
     """``evaluate``'s maths on decoded images: shrink to ``max_size``, pad to the stride,
     softmax, upsample to full size, argmax, one confusion matrix; images of one size are
@@ -217,10 +218,15 @@ def eval_loop(
                     )
                 pred = probs.argmax(1).to(torch.uint8).numpy()
                 for p, (_, lab) in zip(pred, chunk, strict=True):
-                    cm += metrics.confusion_matrix(p, lab, k, 255)
+                    cm += metrics.confusion_matrix(p, lab, k, ignore_index)
     sec = time.perf_counter() - t0
     iou = metrics.iou_from_confusion(cm)
-    return {"images_per_s": len(decoded) / sec, "seconds": sec, "iou_cracks": float(iou[1])}
+    return {
+        "images_per_s": len(decoded) / sec,
+        "seconds": sec,
+        "iou": iou.tolist(),
+        "iou_cracks": float(iou[1]),
+    }
 
 
 def time_eval(ckpt: Path, test, max_size: int, quick: bool) -> dict:

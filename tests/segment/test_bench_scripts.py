@@ -1,0 +1,69 @@
+"""The throughput benchmarks measure the package's own maths (tiny shapes, CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synth2real.segment.evaluate import evaluate
+from synth2real.segment.models import create_model
+from tests.segment.fixtures import make_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        f"_s2r_bench_{name}", REPO / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_eval_loop_scores_as_evaluate_does(tmp_path):
+    bench = _load("train_throughput")
+    ds = make_dataset(tmp_path / "d", n=5, size=(64, 96), seed=3)
+    torch.manual_seed(0)
+    model = create_model("small-unet", 3, channels=(4, 8, 16)).eval()
+    # a bias that makes the random model predict all three classes somewhere
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([0.0, 0.05, -0.05]))
+    ev = evaluate(model, ds, device="cpu", progress=False, max_size=None)
+    decoded = [ds.pair(s) for s in ds.samples]
+    for batch in (1, 4):  # batching images of one size changes nothing
+        got = bench.eval_loop(model, decoded, 3, 10_000, batch=batch, ignore_index=255)
+        np.testing.assert_allclose(got["iou"], ev.iou, equal_nan=True)
+        assert got["images_per_s"] > 0
+    got = bench.eval_loop(model, decoded, 3, 10_000, inference_mode=False)
+    np.testing.assert_allclose(got["iou"], ev.iou, equal_nan=True)
+    # shrinking to a max_size infers smaller and scores at full size, as evaluate does
+    ev32 = evaluate(model, ds, device="cpu", progress=False, max_size=32)
+    got = bench.eval_loop(model, decoded, 3, 32)
+    np.testing.assert_allclose(got["iou"], ev32.iou, equal_nan=True)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_throughput_step_loop_trains(bf16):
+    bench = _load("train_throughput")
+    rng = np.random.default_rng(0)
+    batches = [
+        (rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, (2, 32, 32)))
+        for _ in range(4)
+    ]
+    r = bench.step_loop([(i, lab.astype(np.uint8)) for i, lab in batches], bf16=bf16, warm=1)
+    assert r["steps_per_s"] > 0 and r["warmup_seconds"] > 0 and r["compile_seconds"] is None
+
+
+def test_gpu_train_times_a_model_and_renders_its_row():
+    bench = _load("gpu_train")
+    r = bench.time_model("small-unet", torch.device("cpu"), crop=32, batch=2, steps=1, warmup=1)
+    assert r["steps_per_s"] > 0 and r["peak_bytes"] is None and r["parameters"] > 1e6
+    md = "\n".join(bench.markdown([r, {**r, "model": "segformer", "oom": True}]))
+    assert "| small-unet | 1.23M | 32 | 2 | off (fp32) |" in md and "| OOM | - |" in md
