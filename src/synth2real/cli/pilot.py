@@ -109,8 +109,9 @@ def pilot_cmd(
         str,
         typer.Option(
             "--jobs",
-            help="Training runs at once, each in its own process: N or auto (1 on a GPU, "
-            "one per CPU core up to 4 on a CPU).",
+            help="Training runs at once, each in its own process: N or auto (one per "
+            "visible GPU, each process pinned to its GPU; one per CPU core up to 4 on a "
+            "CPU). A failed run does not stop the others; --resume retries it.",
         ),
     ] = "auto",
     metric: Annotated[

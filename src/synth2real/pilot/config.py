@@ -179,7 +179,8 @@ class PilotConfig:
             ``--diffusion-model``). ``None``: each method's default (SD 1.5).
         workers: translation worker processes.
         jobs: training runs at once, each in its own process with ``cores // jobs``
-            torch threads (default 1). On a 2-core CPU two single-threaded runs trained
+            torch threads (default 1). With ``device`` ``auto``/``cuda`` and several
+            GPUs, each process is pinned to one (:func:`job_devices`). On a 2-core CPU two single-threaded runs trained
             ~1.6-2x faster in total than one run on both cores (small convolutions do not
             scale across threads; docs/PILOT.md). Results do not depend on it beyond
             float rounding.
