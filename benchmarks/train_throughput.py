@@ -400,8 +400,44 @@ def render(p: dict) -> str:
     for name, r in ev.items():
         if isinstance(r, dict):
             lines.append(f"| {name} | {f(r['images_per_s'])} | {r['iou_cracks']:.4f} |")
+    est = estimate_full_cracks(p)
+    if est:
+        lines += [
+            "",
+            "## Estimate: the full cracks benchmark (`pilot_cracks.py --full`)",
+            "",
+            f"{est['runs']} runs x {est['iterations']} steps, 2 jobs: measured "
+            f"{est['measured_minutes']:.1f} min (docs/results/cracks_full.json, fp32), of "
+            f"which training was {100 * est['train_share']:.0f} % (summed train seconds / 2 "
+            "jobs). Scaling the training share by the 2 x 1 steps/s ratio of this run: "
+            + ", ".join(f"{k} {v:.1f} min" for k, v in est["minutes"].items())
+            + " (an estimate; `pilot_cracks.py --full` measures it).",
+        ]
     lines += ["", f"Raw numbers: `{p['stem']}.json`.", ""]
     return "\n".join(lines)
+
+
+def estimate_full_cracks(p: dict) -> dict | None:
+    """The full cracks benchmark's wall time with each path, from its measured fp32 time
+    and this run's 2 jobs x 1 thread steps/s ratio (training share only)."""
+    path = REPO / "docs" / "results" / "cracks_full.json"
+    if not path.is_file() or "jobs" not in p:
+        return None
+    d = json.loads(path.read_text(encoding="utf-8"))
+    wall = d["benchmark"]["wall_seconds"] / 60
+    share = min(1.0, sum(r["train_seconds"] for r in d["runs"]) / 2 / 60 / wall)
+    base = p["jobs"]["fp32"]["2x1"]["total_steps_per_s"]
+    minutes = {
+        k: wall * (share * base / v["2x1"]["total_steps_per_s"] + 1 - share)
+        for k, v in p["jobs"].items()
+    }
+    return {
+        "runs": len(d["runs"]),
+        "iterations": d["runs"][0]["iterations"],
+        "measured_minutes": wall,
+        "train_share": share,
+        "minutes": minutes,
+    }
 
 
 def main() -> None:
@@ -414,12 +450,20 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="timed steps per training row")
     ap.add_argument("--n-source", type=int, default=None)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = ap.parse_args()
     args.cracks = Path(args.cracks) if args.cracks else default_cracks()
     args.iters = args.iters or (12 if args.quick else 60)
     args.n_source = args.n_source or (48 if args.quick else 256)
     if args.worker:
         worker(args)
+        return
+    if args.render_only:
+        from synth2real.data.io import atomic_write_text
+
+        stem = "train_throughput" + ("_quick" if args.quick else "")
+        p = json.loads((OUT / f"{stem}.json").read_text(encoding="utf-8"))
+        atomic_write_text(OUT / f"{stem}.md", render(p))
         return
 
     import torch

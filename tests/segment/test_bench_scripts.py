@@ -67,3 +67,54 @@ def test_gpu_train_times_a_model_and_renders_its_row():
     assert r["steps_per_s"] > 0 and r["peak_bytes"] is None and r["parameters"] > 1e6
     md = "\n".join(bench.markdown([r, {**r, "model": "segformer", "oom": True}]))
     assert "| small-unet | 1.23M | 32 | 2 | off (fp32) |" in md and "| OOM | - |" in md
+
+
+def test_throughput_report_renders_and_estimates_the_full_benchmark():
+    bench = _load("train_throughput")
+    row = {"steps_per_s": 2.0, "final_loss": 0.5}
+    jobs = {
+        path: {k: {"per_job": [r], "total_steps_per_s": r} for k in ("1x1", "1x2", "2x1")}
+        for path, r in (("fp32", 4.0), ("bf16", 8.0))
+    }
+    ev = {
+        "decode_seconds_per_image": 0.01,
+        "image_sizes": ["256x512"],
+        "loop: fp32, inference_mode, 1 image": {"images_per_s": 3.0, "iou_cracks": 0.2},
+    }
+    p = {
+        "mode": "quick",
+        "seed": 0,
+        "iters": 4,
+        "n_source": 8,
+        "n_test": 2,
+        "commit": "x",
+        "machine_start": "CPU",
+        "machine_start_info": {"load_avg": [0.1]},
+        "machine_end": {"load_avg": [0.2]},
+        "stem": "train_throughput_quick",
+        "train": {
+            "fp32, channels_last (current default)": row,
+            "bf16": {**row, "steps_per_s": 3.0},
+        },
+        "compile": {
+            "fp32, eager": {"steps_per_s": 5.0, "warmup_seconds": 1.0, "compile_seconds": None},
+            "fp32, torch.compile": {"error": "no compiler"},
+        },
+        "data": {
+            "batch_seconds": 0.01,
+            "decode_seconds_per_image": 0.02,
+            "model_fp32_steps_per_s": 5.0,
+            "model_bf16_steps_per_s": 8.0,
+            "train_prefetch_steps_per_s": 2.0,
+            "train_no_prefetch_steps_per_s": 1.5,
+        },
+        "jobs": jobs,
+        "eval": ev,
+    }
+    md = bench.render(p)
+    assert "| bf16 | 3.00 | 1.50 | 0.500 |" in md and "failed: no compiler" in md
+    assert "| fp32 | 4.00 | 4.00 | 4.00 |" in md
+    est = bench.estimate_full_cracks(p)  # from docs/results/cracks_full.json
+    assert est["runs"] == 51 and est["minutes"]["fp32"] == pytest.approx(est["measured_minutes"])
+    share = est["train_share"]  # bf16 trains twice as fast here: only that share shrinks
+    assert est["minutes"]["bf16"] == pytest.approx(est["measured_minutes"] * (1 - share / 2))
