@@ -77,6 +77,19 @@ def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
     }
 
 
+def finished_so_far(path: str, args: argparse.Namespace) -> dict | None:
+    """The runs a stopped call of this script finished (the pilot's partial results)."""
+    f = Path(args.work) / f"{args.mode}-{path}" / "results.json"
+    if not f.is_file():
+        return None
+    runs = json.loads(f.read_text(encoding="utf-8"))["runs"]
+    return {
+        "runs": runs,
+        "wall_seconds": None,
+        "source": f"measured, {len(runs)} run(s) finished before the script was stopped",
+    }
+
+
 def committed_fp32(budget: dict) -> dict | None:
     """The fp32 baselines of docs/results/cracks_full.json when trained with ``budget``."""
     path = REPO / "docs" / "results" / "cracks_full.json"
@@ -139,6 +152,13 @@ def render(p: dict) -> str:
                     f"{r['train_seconds']:.0f} |"
                 )
     lines.append("")
+    if len({v["source"] for v in p["paths"].values()}) > 1:
+        lines += [
+            "The two paths ran in different calls (see the sources): their train seconds "
+            "reflect each call's machine load, not only the path; the speed of each path "
+            "is measured side by side in `train_throughput.md`.",
+            "",
+        ]
     for s, c in p.get("comparison", {}).items():
         lines.append(
             f"- {s}: bf16 - fp32 = {c['delta']:+.3f} crack IoU (seed spread {c['spread']:.3f}); "
@@ -166,6 +186,11 @@ def main() -> None:
     ap.add_argument("--cracks", default=str(default_cracks()))
     ap.add_argument("--work", default=str(REPO / "runs" / "amp"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: report the runs an earlier, stopped call finished",
+    )
     args = ap.parse_args()
     args.mode = "quick" if args.quick else "full"
     budget = dict(MODES["full"]["budget"])
@@ -184,11 +209,12 @@ def main() -> None:
     }
     wanted = [x.strip() for x in args.paths.split(",") if x.strip()]
     for path in ("fp32", "bf16"):
-        got = (
-            run_path(path, args, budget)
-            if path in wanted
-            else (committed_fp32(budget) if path == "fp32" else None)
-        )
+        if args.finished_only and path in wanted:
+            got = finished_so_far(path, args)
+        elif path in wanted:
+            got = run_path(path, args, budget)
+        else:
+            got = committed_fp32(budget) if path == "fp32" else None
         if got is not None:
             got["runs"] = [r for r in got["runs"] if r["seed"] in args.seeds]
             got["summary"] = summarise(got["runs"])
