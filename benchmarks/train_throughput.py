@@ -387,9 +387,9 @@ def render(p: dict) -> str:
     ev = p["eval"]
     lines += [
         "",
-        f"## Evaluation ({p['n_test']} cracks test images, sizes "
-        f"{', '.join(ev['image_sizes'])}; inference at max_size {BUDGET['max_size']}, "
-        "scores at full size)",
+        f"## Evaluation ({p['n_test']} cracks test images in {len(ev['image_sizes'])} "
+        f"distinct sizes, {_size_range(ev['image_sizes'])}; inference at max_size "
+        f"{BUDGET['max_size']}, scores at full size; a batch holds images of one size)",
         "",
         f"Decoding an image and its label: {1e3 * ev['decode_seconds_per_image']:.1f} ms "
         "(inside `evaluate`, not in the loop rows).",
@@ -415,6 +415,11 @@ def render(p: dict) -> str:
         ]
     lines += ["", f"Raw numbers: `{p['stem']}.json`.", ""]
     return "\n".join(lines)
+
+
+def _size_range(sizes: list[str]) -> str:
+    hw = sorted((int(a) * int(b), f"{a}x{b}") for a, b in (x.split("x") for x in sizes))
+    return hw[0][1] if len(hw) == 1 else f"{hw[0][1]} to {hw[-1][1]}"
 
 
 def estimate_full_cracks(p: dict) -> dict | None:
