@@ -160,9 +160,15 @@ def render(p: dict) -> str:
             "",
         ]
     for s, c in p.get("comparison", {}).items():
+        verdict = (
+            "within the spread"
+            if c["within"]
+            else "NOT within: the bf16 mean lies outside the fp32 min..max or differs by "
+            "more than the spread"
+        )
         lines.append(
             f"- {s}: bf16 - fp32 = {c['delta']:+.3f} crack IoU (seed spread {c['spread']:.3f}); "
-            f"{'within' if c['within'] else 'OUTSIDE'} the spread; train time x{c['speed']:.2f}."
+            f"{verdict}; train time x{c['speed']:.2f}."
         )
     lines += [
         "",
