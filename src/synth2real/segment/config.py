@@ -79,10 +79,9 @@ class TrainConfig:
         device: ``"auto"`` (default: cuda, mps, else cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
         num_threads: CPU threads for torch during the run (default ``None``: unchanged).
         amp: mixed precision on CUDA (bf16 where supported, else fp16) (default True).
-        cpu_amp: bf16 autocast on the CPU (default False). About 1.5x faster small-unet
-            steps on CPUs with native bf16 (AVX512-BF16, AMX); much slower on CPUs
-            without it. Changes the numbers a run computes, so it is part of the result
-            (docs/benchmarks/train_throughput.md, amp_cracks.md).
+        cpu_amp: bf16 autocast on the CPU (default False). ~1.4x faster small-unet
+            steps on a CPU with native bf16 (AVX512-BF16, AMX), emulated without; off by
+            default because crack IoU came out lower with it (docs/SEGMENT.md, AMP).
         channels_last: NHWC memory layout, ~1.3x faster convolutions on CPU (default True).
         max_size: shorter-side cap applied when images are decoded (default 1024;
             ``None``: full size). Crops are taken from the capped images.
