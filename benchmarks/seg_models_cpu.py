@@ -332,6 +332,7 @@ def main() -> None:
     ap.add_argument("--cpu-seconds", type=float, default=None)
     ap.add_argument("--data", default="thin-streets,cracks")
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--tag", default="", help="appended to the output files' names")
     args = ap.parse_args()
     import torch
     from bench_machine import git_commit
@@ -351,7 +352,7 @@ def main() -> None:
         "machine_start": describe_machine(machine_info("cpu")),
         "results": {},
     }
-    p["stem"] = "seg_models_cpu" + ("_quick" if args.quick else "")
+    p["stem"] = "seg_models_cpu" + ("_quick" if args.quick else "") + args.tag
     with tempfile.TemporaryDirectory() as tmp:
         for ds in args.data.split(","):
             train_sets, test, budget = datasets(ds, Path(tmp), args.quick)
