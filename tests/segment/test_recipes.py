@@ -319,3 +319,18 @@ def test_open_unlabeled_errors_name_the_folder_or_file(tmp_path):
     with pytest.raises(DataError) as e:
         open_unlabeled(bad)
     assert "broken.png" in str(e.value)
+
+
+def test_a_run_stored_before_the_recipe_keys_existed_is_the_same_run(data, tmp_path):
+    res = train(data[0], _cfg(iterations=2), tmp_path / "old", progress=False)
+    meta = read_meta(res.checkpoint)
+    new_keys = ("recipe", "ft_split", "ft_lr_scale", "st_", "rcs")
+    meta["train_config"] = {
+        k: v for k, v in meta["train_config"].items() if not k.startswith(new_keys)
+    }
+    meta.pop("unlabeled")
+    run = {k: read_meta(res.checkpoint)[k] for k in ("data", "weights", "classes", "unlabeled")}
+    run["train_config"] = _cfg(iterations=2).result_dict()
+    assert train_mod._same_run(meta, run) == []
+    run["train_config"] = _cfg(iterations=2, recipe="finetune", ft_split=0.5).result_dict()
+    assert train_mod._same_run(meta, run) == ["train_config.recipe", "train_config.ft_split"]
