@@ -36,7 +36,7 @@ from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine, machine_info  # noqa: E402
 
 BUDGET = {"batch_size": 8, "crop": 128, "max_size": 256, "model": "small-unet"}
-SPLITS = (0.5, 0.8)
+SPLITS = (0.5, 0.8, 0.9)
 SCALES = (1.0, 0.1)
 
 
