@@ -84,7 +84,9 @@ def plan_means(methods, base: dict, per_method: dict, recipes=("mix",)) -> dict:
     checked to be exactly the runs the pilot plans."""
     out = dict(base)
     for m in methods:
-        out.update({(s[0], s[1], m) if len(s) == 2 else (s, m): v for s, v in per_method[m].items()})
+        out.update(
+            {(s[0], s[1], m) if len(s) == 2 else (s, m): v for s, v in per_method[m].items()}
+        )
 
     def key(r):
         return (r.setting, r.method) if r.recipe == "mix" else (r.recipe, r.setting, r.method)

@@ -54,6 +54,8 @@ METRICS = ("miou", "pixel_accuracy")
 #: first, then the references alone at a lower rate), ``selftrain`` (the mix plus
 #: pseudo-labelled unlabelled real images, ``--unlabeled``); see segment/config.py
 DEFAULT_RECIPES = ("mix",)
+#: the fixed settings a resumed pilot may add (from none), never change
+UNLABELED_KEYS = ("unlabeled", "unlabeled_names")
 
 
 # ---------------------------------------------------------------------------------------
@@ -424,7 +426,8 @@ def budget_id(budget: dict[str, Any], model: str) -> str:
 # ---------------------------------------------------------------------------------------
 def check_out(out: Path, cfg: PilotConfig, resume: bool) -> None:
     """``out`` may take this pilot: new or empty, or (with ``resume``) holding one with the
-    same :meth:`PilotConfig.fixed` settings.
+    same :meth:`PilotConfig.fixed` settings. The unlabelled images may be added to a
+    pilot that had none (``--recipes`` gains ``selftrain``), not changed afterwards.
 
     Raises:
         OutputExistsError: naming what differs, or asking for ``--resume``.
@@ -438,6 +441,8 @@ def check_out(out: Path, cfg: PilotConfig, resume: bool) -> None:
         old = json.loads(meta.read_text(encoding="utf-8")).get("fixed", {})
         new = json.loads(json.dumps(cfg.fixed(), default=str))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if old.get("unlabeled") is None:  # self-training may join a pilot that had none;
+            diff = [k for k in diff if k not in UNLABELED_KEYS]  # once given, it is fixed
         if diff:
             raise OutputExistsError(
                 f"{out} holds a pilot with other settings ({', '.join(diff)} differ); the budget and data "

@@ -1,7 +1,8 @@
 """How long the pilot's training runs will take: a timing probe on this machine, now.
 
 Before the runs start, :func:`probe` trains the budget's model at its batch and crop for
-a few steps, twice (:data:`PROBE_STEPS`), in the threads each run will get; the
+a few steps, twice (:data:`PROBE_STEPS`, after an untimed one-step run), in the threads
+each run will get; the
 difference of the two wall times over the difference of their steps is the time per
 step, the rest the start-up of a run (model, first batches). A self-training step costs
 more (the teacher's forward pass and the ClassMix batch): it gets its own probe when
@@ -23,8 +24,9 @@ from pathlib import Path
 
 from synth2real.pilot.config import PilotConfig, make_train_config
 
-#: steps of the two probes; their difference gives the time per step
-PROBE_STEPS = (2, 6)
+#: steps of the two timed probes; their difference gives the time per step (an untimed
+#: one-step run first takes the one-off costs: kernels, caches, lazy imports)
+PROBE_STEPS = (2, 8)
 
 
 @dataclass
@@ -60,14 +62,14 @@ def probe(cfg: PilotConfig, data: dict, recipes: Sequence[str], work: Path) -> d
             extra = {"unlabeled": data["unlabeled"]} if kind == "selftrain" else {}
             base = make_train_config(cfg, 0, real_fraction, kind)
             walls = []
-            for n in PROBE_STEPS:
+            for n in (1, *PROBE_STEPS):
                 tcfg = dataclasses.replace(base, iterations=n, warmup=0, save_every=10**6)
                 t0 = time.perf_counter()
                 train_mod.train(
                     datasets, tcfg, work / f"{kind}-{n}", resume=False, progress=False, **extra
                 )
                 walls.append(time.perf_counter() - t0)
-            (n1, n2), (t1, t2) = PROBE_STEPS, walls
+            (n1, n2), (t1, t2) = PROBE_STEPS, walls[1:]
             per_step = max((t2 - t1) / (n2 - n1), 1e-6)
             costs[kind] = StepCost(per_step, max(0.0, t1 - n1 * per_step))
     finally:

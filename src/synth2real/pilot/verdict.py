@@ -348,15 +348,24 @@ def _recipes_headline(
     answers to the two questions; a method is recommended only when its run group beats
     every baseline without synthetic data *and* the same recipe on untouched images."""
     syn, tra = questions["synthetic"], questions["translation"]
+    detail = syn.summary.split(": ", 1)[-1]
     if syn.answer == "yes" and syn.best is not None:
-        recipe, setting, method = syn.best
-        beats_untouched = method is not None and any(
-            c.beats and c.a == display_key(syn.best) for c in tra.comparisons
-        )
-        if beats_untouched:
-            head = f"Use {method} with the {recipe} recipe."
-        else:
-            method = None
-            head = f"Use the untouched synthetic images with the {recipe} recipe."
-        return method, recipe, f"{head} Synthetic data: {syn.summary} Translation: {tra.summary}"
-    return None, None, f"Synthetic data on {label}: {syn.summary} Translation: {tra.summary}"
+        recipe, _, method = syn.best
+        gain = next((c for c in tra.comparisons if c.beats and c.a == display_key(syn.best)), None)
+        if method is not None and gain is not None:
+            head = (
+                f"Use {method} with the {recipe} recipe: {detail} Its translation beats "
+                f"{gain.b} by {gain.margin:+.3f} (seed spread {gain.spread:.3f})."
+            )
+            return method, recipe, head
+        head = f"Use the untouched synthetic images with the {recipe} recipe: {detail}"
+        if method is not None:
+            head += f" (The translation of {method} adds nothing beyond the seed spread.)"
+        return None, recipe, head
+    if syn.answer == "incomplete":
+        head = f"Does the synthetic data help? Not known yet: {detail}"
+    else:
+        head = f"No use of the synthetic data wins on {label}: {detail}"
+    if tra.answer == "yes":
+        head += " Within a recipe, a translation helps: " + tra.summary.split(": ", 1)[-1]
+    return None, None, head
