@@ -136,6 +136,13 @@ def test_unlabeled_image_with_a_test_image_content_is_refused_by_name(data, tmp_
     assert len(open_inputs(cfg)["unlabeled"]) == 2
 
 
+def test_a_budget_too_short_for_finetuning_fails_before_any_work(data, tmp_path):
+    cfg = config(data, recipes="mix,finetune", budget={**TINY_BUDGET, "iterations": 1})
+    with pytest.raises(ConfigError, match="ft_split: leaves a fine-tuning phase empty"):
+        run_pilot(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_empty_or_unreadable_unlabeled_folders_are_refused(data, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -399,3 +406,16 @@ def test_tiny_pilot_with_every_recipe_end_to_end_and_resume(data, tmp_path):
         run_pilot(
             config(data, recipes="mix,selftrain", unlabeled=other), out, resume=True, progress=False
         )
+
+
+def test_estimate_adds_the_runs_left_per_recipe_and_divides_by_jobs():
+    from synth2real.pilot.estimate import StepCost, describe, estimate
+
+    costs = {"mix": StepCost(0.5, 2.0, cold=3.0, scoring=1.0), "selftrain": StepCost(1.5, 2.0)}
+    # finetune steps cost what mix steps do; selftrain has its own; cold counted once
+    total = 2 * (2 + 10 * 0.5 + 1) + 1 * (2 + 10 * 0.5 + 1) + 1 * (2 + 10 * 1.5)
+    got = estimate(costs, {"mix": 2, "finetune": 1, "selftrain": 1}, 10, jobs=2)
+    assert got == pytest.approx(total / 2 + 3.0)
+    assert estimate(costs, {"mix": 1}, 10, jobs=4) == pytest.approx(8.0 + 3.0)  # 1 run: 1 job
+    line = describe(costs, got, 2)
+    assert "selftrain 1.5 s/step" in line and "at 2 run(s) at a time" in line

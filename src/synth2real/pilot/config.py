@@ -395,6 +395,13 @@ def make_train_config(
     )
 
 
+def check_recipes(cfg: PilotConfig) -> None:
+    """The budget makes a valid TrainConfig for every recipe of the pilot (fine-tuning's
+    two phases fit in its iterations, ...): an error names the key before any work."""
+    for recipe in cfg.recipes:
+        make_train_config(cfg, 0, cfg.real_ratio, recipe)
+
+
 def effective_budget(cfg: PilotConfig) -> dict[str, Any]:
     """Every TrainConfig field that is the same for all runs (the budget as trained)."""
     tc = make_train_config(cfg, seed=0, real_fraction=None)

@@ -29,15 +29,21 @@ from synth2real.pilot.config import PilotConfig, make_train_config
 PROBE_STEPS = (2, 8)
 
 
+#: test images the probe scores (the time is scaled to the whole test set)
+PROBE_TEST_IMAGES = 4
+
+
 @dataclass
 class StepCost:
-    """What one probe measured: seconds per step and start-up seconds of a run."""
+    """What one probe measured: seconds per step, start-up and scoring seconds of a run."""
 
     per_step: float
     startup: float
+    cold: float = 0.0  # once per process
+    scoring: float = 0.0
 
     def run_seconds(self, iterations: int) -> float:
-        return self.startup + iterations * self.per_step
+        return self.startup + iterations * self.per_step + self.scoring
 
 
 def probe(cfg: PilotConfig, data: dict, recipes: Sequence[str], work: Path) -> dict[str, StepCost]:
@@ -47,6 +53,7 @@ def probe(cfg: PilotConfig, data: dict, recipes: Sequence[str], work: Path) -> d
     import torch
 
     from synth2real.pilot.runs import RunSpec, run_datasets
+    from synth2real.segment import evaluate as eval_mod
     from synth2real.segment import train as train_mod
 
     kinds = ["mix"] + (["selftrain"] if "selftrain" in recipes else [])
@@ -65,13 +72,21 @@ def probe(cfg: PilotConfig, data: dict, recipes: Sequence[str], work: Path) -> d
             for n in (1, *PROBE_STEPS):
                 tcfg = dataclasses.replace(base, iterations=n, warmup=0, save_every=10**6)
                 t0 = time.perf_counter()
-                train_mod.train(
+                res = train_mod.train(
                     datasets, tcfg, work / f"{kind}-{n}", resume=False, progress=False, **extra
                 )
                 walls.append(time.perf_counter() - t0)
-            (n1, n2), (t1, t2) = PROBE_STEPS, walls[1:]
+            (n1, n2), (t0_, t1, t2) = PROBE_STEPS, walls
             per_step = max((t2 - t1) / (n2 - n1), 1e-6)
-            costs[kind] = StepCost(per_step, max(0.0, t1 - n1 * per_step))
+            startup = max(0.0, t1 - n1 * per_step)
+            costs[kind] = StepCost(per_step, startup, max(0.0, t0_ - per_step - startup))
+        test = data["test"]
+        few = test.subset(test.samples[:PROBE_TEST_IMAGES])
+        t0 = time.perf_counter()
+        eval_mod.evaluate(res.checkpoint, few, device=cfg.device, progress=False)
+        scoring = (time.perf_counter() - t0) * len(test) / max(1, len(few))
+        for c in costs.values():
+            c.scoring = scoring
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(work, ignore_errors=True)
@@ -86,17 +101,19 @@ def estimate(
         n * costs["selftrain" if r == "selftrain" else "mix"].run_seconds(iterations)
         for r, n in recipes_todo.items()
     )
-    return total / max(1, min(jobs, sum(recipes_todo.values())))
+    cold = max(c.cold for c in costs.values())
+    return total / max(1, min(jobs, sum(recipes_todo.values()))) + cold
 
 
 def describe(costs: dict[str, StepCost], seconds: float, jobs: int) -> str:
     """One line: the estimate and what it rests on."""
     steps = ", ".join(f"{k} {c.per_step:.3g} s/step" for k, c in costs.items())
     start = max(c.startup for c in costs.values())
+    score = max(c.scoring for c in costs.values())
     return (
-        f"estimated training time {_human(seconds)} at {jobs} run(s) at a time "
-        f"(timing probe: {steps}, up to {start:.1f} s start-up per run; translation and "
-        "scoring not included)"
+        f"estimated time of the runs {_human(seconds)} at {jobs} run(s) at a time "
+        f"(timing probe: {steps}, {start:.1f} s start-up and {score:.1f} s scoring per run, "
+        f"{max(c.cold for c in costs.values()):.1f} s once; translation not included)"
     )
 
 

@@ -46,6 +46,7 @@ from synth2real.pilot.config import (
     check_methods,
     check_metric,
     check_out,
+    check_recipes,
     effective_budget,
     save_pilot_json,
 )
@@ -139,6 +140,7 @@ def _run_locked(
     """:func:`run_pilot` under the output folder's lock."""
     check_out(out, cfg, resume)
     check_methods(cfg)
+    check_recipes(cfg)
     check_methods_ready(cfg)
     if "none" in cfg.methods:
         say(

@@ -91,12 +91,14 @@ class Question:
     summary: str
     best: Key | None = None
     comparisons: list[Comparison] = field(default_factory=list)
+    by_recipe: dict[str, str] = field(default_factory=dict)  # each recipe's closest run
 
     def to_dict(self) -> dict:
         return {
             "question": self.question,
             "answer": self.answer,
             "summary": self.summary,
+            "by_recipe": self.by_recipe,
             "best": list(self.best) if self.best else None,
             "comparisons": [_comparison_dict(c) for c in self.comparisons],
         }
@@ -223,6 +225,22 @@ def synthetic_question(stats: dict, methods: Sequence[str], label: str) -> Quest
         return Question(q, "incomplete", f"No result yet for {what}.")
     comps = {c: [compare(stats, c, b) for b in bases] for c in cands}
     base_names = " and ".join(display_key(b) for b in bases)
+
+    def slack(c: Key) -> float:  # the worst margin beyond the spread
+        return min(x.margin - x.spread for x in comps[c])
+
+    def worst(c: Key) -> Comparison:
+        return min(comps[c], key=lambda x: x.margin - x.spread)
+
+    by_recipe = {}
+    for rec in dict.fromkeys(k[0] for k in cands):
+        c = max((k for k in cands if k[0] == rec), key=slack)
+        w = worst(c)
+        by_recipe[rec] = f"{display_key(c)}: {w.margin:+.3f} {label} against {w.b} " + (
+            f"(seed spread {w.spread:.3f}), beating every baseline"
+            if slack(c) > 0
+            else f"(seed spread {w.spread:.3f}), short by {w.spread - w.margin:.3f}"
+        )
     winners = sorted(
         (c for c in cands if all(x.beats for x in comps[c])), key=lambda c: -stats[c].mean
     )
@@ -236,21 +254,15 @@ def synthetic_question(stats: dict, methods: Sequence[str], label: str) -> Quest
         )
         if len(winners) > 1:
             summary += f" Also beating {base_names}: {', '.join(map(display_key, winners[1:]))}."
-        return Question(q, "yes", summary, w, comps[w])
-
-    # the closest: the largest worst-case margin beyond the spread
-    def slack(c: Key) -> float:
-        return min(x.margin - x.spread for x in comps[c])
-
+        return Question(q, "yes", summary, w, comps[w], by_recipe)
     c = max(cands, key=slack)
-    worst = min(comps[c], key=lambda x: x.margin - x.spread)
+    w = worst(c)
     summary = (
         f"No: no run on synthetic data beats {base_names} by more than the seed spread. "
-        f"Closest: {display_key(c)} at {fmt_stat(stats[c])}, {worst.margin:+.3f} {label} "
-        f"against {worst.b} (seed spread {worst.spread:.3f}), short by "
-        f"{worst.spread - worst.margin:.3f}."
+        f"Closest: {display_key(c)} at {fmt_stat(stats[c])}, {w.margin:+.3f} {label} "
+        f"against {w.b} (seed spread {w.spread:.3f}), short by {w.spread - w.margin:.3f}."
     )
-    return Question(q, "no", summary, c, comps[c])
+    return Question(q, "no", summary, c, comps[c], by_recipe)
 
 
 def translation_question(stats: dict, methods: Sequence[str], label: str) -> Question:
