@@ -133,6 +133,11 @@ class Batch(NamedTuple):
 class BatchSampler:
     """Draws the crops of step ``it`` from ``(seed, it)`` alone (so resumes redraw them).
 
+    Labelled crops: ``default_rng([seed, it])`` (the dataset by the phase's weights, then
+    an image uniformly, or by rare-class sampling). Unlabelled crops:
+    ``default_rng([seed, it, 1])``, an image uniformly, the same geometric augmentation
+    and no colour jitter (self-training's strong augmentation comes after ClassMix).
+
     Args:
         loaders: the labelled datasets' loaders.
         probs: their mixing weights (phase 1 of fine-tuning).

@@ -16,7 +16,6 @@ shorter side is capped to ``max_size``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import signal
 import threading
@@ -177,8 +176,8 @@ class _DeferredInterrupt:
 def _same_run(meta: dict, run: dict) -> list[str]:
     """Keys of ``run`` whose stored value differs (empty: the same run)."""
     stored_cfg = {k: v for k, v in meta.get("train_config", {}).items() if k not in RUNTIME_FIELDS}
-    if stored_cfg:  # keys added since the run was stored have their default there
-        stored_cfg = {**_DEFAULTS, **stored_cfg}
+    if stored_cfg:  # keys added since the run was stored had their default there
+        stored_cfg = {**TrainConfig().result_dict(), **stored_cfg}
     diff = [
         f"train_config.{k}"
         for k in run["train_config"]
@@ -197,10 +196,6 @@ def _same_run(meta: dict, run: dict) -> list[str]:
         if norm(k, meta.get(k)) != norm(k, run[k]):
             diff.append(k)
     return diff
-
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.init}
-_DEFAULTS = {k: v for k, v in _DEFAULTS.items() if v is not dataclasses.MISSING}
 
 
 @guarded(
@@ -391,7 +386,10 @@ def train(
         with (
             _DeferredInterrupt() as interrupt,
             progress_bar(
-                cfg.iterations, f"training {cfg.model}", enabled=progress, completed=start
+                cfg.iterations,
+                f"training {cfg.model}" + (f" ({cfg.recipe})" if cfg.recipe != "mix" else ""),
+                enabled=progress,
+                completed=start,
             ) as bar,
             contextlib.ExitStack() as stack,
         ):
