@@ -20,12 +20,15 @@ Layout of the output folder ``DIR``::
     DIR/pilot.json                       the settings (budget, data, model): fixed for resume
     DIR/translated/<method>/             each method's translation (resumable)
     DIR/translated/<method>.json         its timing (seconds per image) and parameters
-    DIR/runs/<setting>[/<method>]/seed<k>/result.json   one finished run (atomic)
+    DIR/runs/<setting>[/<method>]/seed<k>/result.json   one finished mix run (atomic)
+    DIR/runs/<recipe>/<setting>[/<method>]/seed<k>/...  a finetune or selftrain run
     DIR/runs/.../train/                  the run's checkpoint (written by segment.train)
     DIR/results.json, results.csv        every run, the summary and the verdict
     DIR/report.html                      the self-contained report
 
-A run counts as finished when its ``result.json`` exists; a rerun with ``resume=True``
+Each setting can run under several recipes (how the data is used: ``mix``,
+``finetune``, ``selftrain``; ``PilotConfig.recipes``, docs/PILOT.md). A run counts as
+finished when its ``result.json`` exists; a rerun with ``resume=True``
 skips it, and translation resumes image by image. The parts: :mod:`.config` (settings
 and the checks made before any work), :mod:`.inputs` (datasets and translations),
 :mod:`.runs` (training runs), :mod:`.results` and :mod:`.report`.
