@@ -381,9 +381,7 @@ def make_train_config(
     cfg: PilotConfig, seed: int, real_fraction: float | None, recipe: str = "mix"
 ):
     """The TrainConfig of one run: the pilot's budget plus model, seed, device, mix and
-    recipe (``mix``, TrainConfig's default, is not passed: a mix run's TrainConfig is
-    the one it always was)."""
-    extra = {} if recipe == "mix" else {"recipe": recipe}
+    recipe."""
     return make_config(
         cfg.budget,
         option="--budget",
@@ -391,7 +389,7 @@ def make_train_config(
         seed=seed,
         device=cfg.device,
         real_fraction=real_fraction,
-        **extra,
+        recipe=recipe,
     )
 
 
