@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from synth2real.diffusion.config import FREEU_MODES, FreeUMode, parse_freeu
+from synth2real.diffusion.layers import unet_parts
 from synth2real.errors import ConfigError
 
 _DIFFUSERS_KEYS = ("s1", "s2", "b1", "b2")
@@ -153,15 +154,9 @@ def up_block_input_widths(unet: nn.Module) -> list[int]:
     """Channels of the hidden state entering each up-block, from the UNet's
     configuration: the mid block's output (the deepest width) for ``up_blocks.0``, then
     each up-block's output width (``block_out_channels`` reversed)."""
-    unet = _unwrap(unet)
-    config = getattr(unet, "config", None)
-    widths = getattr(config, "block_out_channels", None)
-    up_blocks = getattr(unet, "up_blocks", None)
-    if widths is None or up_blocks is None:
-        raise ConfigError(
-            f"{type(unet).__name__} has no block_out_channels/up_blocks: FreeU needs a "
-            "UNet2DConditionModel-like UNet (Stable Diffusion 1.x/2.x family)"
-        )
+    widths, up_blocks = unet_parts(
+        _unwrap(unet), "config.block_out_channels", "up_blocks", what="FreeU"
+    )
     rev = list(reversed([int(w) for w in widths]))
     if len(rev) != len(up_blocks):
         raise ConfigError(
