@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from synth2real.diffusion.config import FREEU_MODES, FreeUMode, parse_freeu
+from synth2real.diffusion.config import FREEU_FACTORS, FREEU_MODES, FreeUMode, parse_freeu
 from synth2real.diffusion.layers import unet_parts
 from synth2real.errors import ConfigError
 
@@ -62,16 +62,17 @@ class FreeUOptions:
     Attributes:
         mode: ``reference`` (the CACTIF code's form), ``diffusers`` (``enable_freeu``)
             or ``off``.
-        s1, s2: Fourier scales of the low frequencies, stage 1 and 2 (0.9, 0.2).
+        s1, s2: Fourier scales of the low frequencies, stage 1 and 2 (0.9, 0.2:
+            :data:`~synth2real.diffusion.config.FREEU_FACTORS`).
         b1, b2: backbone factors, stage 1 and 2 (1.2, 1.4).
         threshold: half-size of the centred block of frequencies that is scaled (1).
     """
 
     mode: FreeUMode = "reference"
-    s1: float = 0.9
-    s2: float = 0.2
-    b1: float = 1.2
-    b2: float = 1.4
+    s1: float = FREEU_FACTORS[0]
+    s2: float = FREEU_FACTORS[1]
+    b1: float = FREEU_FACTORS[2]
+    b2: float = FREEU_FACTORS[3]
     threshold: int = 1
 
     def __post_init__(self) -> None:
