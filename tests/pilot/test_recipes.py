@@ -57,6 +57,8 @@ def test_parse_recipes_and_their_errors():
         config(paths, recipes="mix,selftrain")
     with pytest.raises(ConfigError, match="--unlabeled u: only the selftrain recipe"):
         config(paths, recipes="mix,finetune", unlabeled="u")
+    with pytest.raises(ConfigError, match="--unlabeled-names needs --unlabeled"):
+        config(paths, unlabeled_names=["a"])
     with pytest.raises(ConfigError, match=r"recipe is set by the pilot for each run \(--recipes\)"):
         config(paths, budget={**TINY_BUDGET, "recipe": "finetune"})
     cfg = config(

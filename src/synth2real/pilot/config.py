@@ -267,6 +267,8 @@ class PilotConfig:
             raise ConfigError(
                 "--recipes selftrain needs unlabelled real images: give --unlabeled PATH"
             )
+        if self.unlabeled_names is not None and self.unlabeled is None:
+            raise ConfigError("--unlabeled-names needs --unlabeled (the folder they are in)")
         if self.unlabeled is not None and "selftrain" not in self.recipes:
             raise ConfigError(
                 f"--unlabeled {self.unlabeled}: only the selftrain recipe reads unlabelled "
