@@ -56,7 +56,9 @@ def open_inputs(cfg: PilotConfig) -> dict[str, Any]:
     if cfg.unlabeled is not None:
         from synth2real.data.unlabeled import open_unlabeled
 
-        unlabeled = open_unlabeled(cfg.unlabeled, cfg.unlabeled_names, format=cfg.format)
+        # its format is detected: --format describes the labelled folders, and an
+        # image folder is a common choice here whatever they are
+        unlabeled = open_unlabeled(cfg.unlabeled, cfg.unlabeled_names)
         check_unlabeled(unlabeled, test)
     return {
         "source": source,
