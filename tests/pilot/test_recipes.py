@@ -136,6 +136,13 @@ def test_unlabeled_image_with_a_test_image_content_is_refused_by_name(data, tmp_
     from synth2real.pilot.inputs import open_inputs
 
     assert len(open_inputs(cfg)["unlabeled"]) == 2
+    # a plain image folder (no labels, no classes.yaml) is fine too, read as it is
+    plain = tmp_path / "photos"
+    plain.mkdir()
+    for i in range(2):
+        shutil.copyfile(data["unlabeled"] / f"images/u0{i}.png", plain / f"p{i}.png")
+    got = open_inputs(_selftrain({**data, "unlabeled": plain}, format="generic"))["unlabeled"]
+    assert [s.label_path for s in got.samples] == [None, None] and len(got) == 2
 
 
 def test_a_budget_too_short_for_finetuning_fails_before_any_work(data, tmp_path):
