@@ -52,6 +52,26 @@ def pilot_cmd(
     source_names: Annotated[
         str | None, typer.Option("--source-names", help="Subset of --source (same syntax).")
     ] = None,
+    recipes: Annotated[
+        str,
+        typer.Option(
+            "--recipes",
+            help="How the data is used, comma-separated: mix (the references in every batch), "
+            "finetune (the mix, then the references alone), selftrain (with --unlabeled).",
+        ),
+    ] = "mix",
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option(
+            "--unlabeled",
+            help="Unlabelled real images for the selftrain recipe: an image folder, or a "
+            "dataset whose labels are not read. None may be a test image.",
+        ),
+    ] = None,
+    unlabeled_names: Annotated[
+        str | None,
+        typer.Option("--unlabeled-names", help="Subset of --unlabeled (same syntax)."),
+    ] = None,
     source_limit: Annotated[
         int | None,
         typer.Option("--source-limit", help="Use a fixed random subset of N synthetic images."),
@@ -139,7 +159,7 @@ def pilot_cmd(
 ) -> None:
     """Run the pilot: translate, train and score every setting, write the HTML report.
 
-    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
+    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution. --recipes finetune / selftrain add the settings with real images under those recipes (docs/PILOT.md).
     """
     omp_passive()
     from synth2real.cli.deprecated import renamed
@@ -152,6 +172,8 @@ def pilot_cmd(
         "--source-names": names_file(source_names),
         "--reference-names": names_file(reference_names),
         "--test-names": names_file(test_names),
+        "--unlabeled": unlabeled,
+        "--unlabeled-names": names_file(unlabeled_names),
         "--classes": classes,
         "--class-map": class_map,
         # a local weights folder is an input too (a hub id is not a path)
@@ -179,6 +201,9 @@ def pilot_cmd(
         reference_names=parse_names(reference_names) if reference_names else None,
         test_names=parse_names(test_names) if test_names else None,
         source_limit=source_limit,
+        recipes=recipes,
+        unlabeled=unlabeled,
+        unlabeled_names=parse_names(unlabeled_names) if unlabeled_names else None,
         real_ratio=real_ratio,
         model=renamed("--seg-model", seg_model, "--model", old_model, "the segmentation model")
         or "small-unet",
