@@ -185,7 +185,7 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
             bad("recipe", f"must be one of {RECIPES}")
         if not 0 < self.ft_split < 1:
             bad("ft_split", "must be in (0, 1)")
-        if self.recipe == "finetune" and not 1 <= self.ft_phase1 < self.iterations:
+        if self.recipe == "finetune" and self.iterations < 2:
             bad("ft_split", f"leaves a fine-tuning phase empty at {self.iterations} iterations")
         if not self.ft_lr_scale > 0:
             bad("ft_lr_scale", "must be > 0")
@@ -233,8 +233,9 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
 
     @property
     def ft_phase1(self) -> int:
-        """Iterations of fine-tuning's phase 1 (``round(ft_split * iterations)``)."""
-        return round(self.ft_split * self.iterations)
+        """Iterations of fine-tuning's phase 1: ``round(ft_split * iterations)``, kept
+        within ``[1, iterations - 1]`` so that each phase has at least one."""
+        return min(max(1, round(self.ft_split * self.iterations)), self.iterations - 1)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists); the recipe keys ``st_*``, ``rcs*`` last."""
