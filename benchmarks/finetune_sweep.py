@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fine-tuning defaults by measurement: ``ft_split`` x ``ft_lr_scale`` on the cracks set.
 
-    nice -n 10 python benchmarks/finetune_sweep.py                 # ~15 min, loaded 2 cores
+    nice -n 10 python benchmarks/finetune_sweep.py      # 2 seeds, ~30 min on 2 shared cores
     python benchmarks/finetune_sweep.py --iterations 1000 --seeds 0,1,2
 
 Phase 1 trains on the 1158 synthetic images mixed with the 10 ``references`` of

@@ -117,7 +117,7 @@ def test_main_exits_2_with_one_line_for_a_recipe_error(tmp_path, capsys, monkeyp
     monkeypatch.setattr(
         sys, "argv",
         ["synth2real", "train", "--data", str(root), "--out", str(tmp_path / "r"),
-         "--recipe", "finetune", "--iterations", "4", "--device", "cpu"],
+         "--recipe", "finetune", "--iterations", "20", "--device", "cpu"],
     )  # fmt: skip
     with pytest.raises(SystemExit) as e:
         main()

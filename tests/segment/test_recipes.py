@@ -51,6 +51,7 @@ def _same_weights(a, b):
 # -- settings --------------------------------------------------------------------------------
 def test_recipe_keys_go_through_the_one_parser_and_into_the_checkpoint(data, tmp_path):
     assert RECIPES == ("mix", "finetune", "selftrain") and TrainConfig().recipe == "mix"
+    assert (TrainConfig().ft_split, TrainConfig().ft_lr_scale) == (0.9, 0.1)  # the sweep's pick
     s = parse_settings("recipe=finetune,ft_split=0.5,ft_lr_scale=0.2,rcs=true,st_ema_alpha=0.9")
     assert s == {
         "recipe": "finetune", "ft_split": 0.5, "ft_lr_scale": 0.2, "rcs": True, "st_ema_alpha": 0.9
@@ -64,8 +65,11 @@ def test_recipe_keys_go_through_the_one_parser_and_into_the_checkpoint(data, tmp
                      ("rcs_temperature=0", "rcs_temperature")]:  # fmt: skip
         with pytest.raises(ConfigError, match=key):
             make_config(parse_settings(bad))
-    with pytest.raises(ConfigError, match="ft_split"):  # phase 2 would be empty
-        make_config(recipe="finetune", ft_split=0.95, iterations=10)
+    with pytest.raises(ConfigError, match="ft_split"):  # a phase would be empty
+        make_config(recipe="finetune", ft_split=0.5, iterations=1)
+    # each phase keeps at least one iteration
+    assert make_config(recipe="finetune", ft_split=0.9, iterations=3).ft_phase1 == 2
+    assert make_config(recipe="finetune", ft_split=0.1, iterations=3).ft_phase1 == 1
     res = train([data[0], data[1]], _cfg(iterations=2, recipe="finetune", ft_split=0.5),
                 tmp_path / "r", progress=False)  # fmt: skip
     stored = read_meta(res.checkpoint)["train_config"]
