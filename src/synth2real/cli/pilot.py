@@ -163,31 +163,12 @@ def pilot_cmd(
     """
     omp_passive()
     from synth2real.cli.deprecated import renamed
-    from synth2real.guard import check_output, names_file
-
-    inputs = {
-        "--source": source,
-        "--references": references,
-        "--test": test,
-        "--source-names": names_file(source_names),
-        "--reference-names": names_file(reference_names),
-        "--test-names": names_file(test_names),
-        "--unlabeled": unlabeled,
-        "--unlabeled-names": names_file(unlabeled_names),
-        "--classes": classes,
-        "--class-map": class_map,
-        # a local weights folder is an input too (a hub id is not a path)
-        "--diffusion-model": diffusion_model
-        if diffusion_model and Path(diffusion_model).is_dir()
-        else None,
-    }
-    check_output(out, inputs)
-    if cache_dir is not None:
-        check_output(cache_dir, inputs, option="--cache-dir")
     from synth2real.data.select import parse_names
+    from synth2real.guard import check_output, names_file
     from synth2real.methods.registry import parse_method_params
     from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
     from synth2real.pilot.config import parse_jobs
+    from synth2real.pilot.runner import pilot_inputs
 
     cfg = PilotConfig(
         source=source,
@@ -218,6 +199,17 @@ def pilot_cmd(
         method_params=parse_method_params(param),
         cache_dir=cache_dir,
     )
+    # the pilot's own inputs, plus the files the name options read (only known here)
+    inputs = {
+        **pilot_inputs(cfg),
+        "--source-names": names_file(source_names),
+        "--reference-names": names_file(reference_names),
+        "--test-names": names_file(test_names),
+        "--unlabeled-names": names_file(unlabeled_names),
+    }
+    check_output(out, inputs)
+    if cache_dir is not None:
+        check_output(cache_dir, inputs, option="--cache-dir")
     result = run_pilot(cfg, out, resume=resume)
     Console(soft_wrap=True).print(  # paths whole, whatever the terminal's width
         escape(f"report: {result.report}\nresults: {result.results_json}, {result.results_csv}")

@@ -1,9 +1,10 @@
 """The pilot's configuration: budgets, seeds, jobs, and every check made before any work.
 
-:class:`PilotConfig` holds everything a pilot depends on; :func:`check_config` checks
-what needs the registry or the data (method names and parameters, the budget against
-the trainer, ``--metric`` against the source's classes) so that a typo fails before
-anything is translated or trained. What must stay fixed within one pilot is recorded in
+:class:`PilotConfig` holds everything a pilot depends on and checks its own values;
+:func:`check_methods`, :func:`check_recipes` and :func:`check_metric` check what needs the
+registry or the data (method names and parameters, the budget against the recipes,
+``--metric`` against the source's classes) so that a typo fails before anything is
+translated or trained. What must stay fixed within one pilot is recorded in
 ``OUT/pilot.json`` (:func:`check_out`, :func:`save_pilot_json`).
 """
 

@@ -128,6 +128,10 @@ def pilot_inputs(cfg: PilotConfig) -> dict[str, Path | str | None]:
         "--unlabeled": cfg.unlabeled,
         "--classes": cfg.classes,
         "--class-map": cfg.class_map,
+        # a local weights folder is an input too (a hub id is not a path)
+        "--diffusion-model": cfg.diffusion_model
+        if cfg.diffusion_model and Path(cfg.diffusion_model).is_dir()
+        else None,
     }
 
 
