@@ -121,6 +121,7 @@ def bench_grouping(model_dir: Path, syn: Path, real: Path, work: Path, args) -> 
     from synth2real import translate as tr
     from synth2real.data.readers import open_dataset
     from synth2real.methods import create_method
+    from synth2real.translate import runner
 
     def ungrouped(todo, assignment, batch_size):
         return [
@@ -144,7 +145,7 @@ def bench_grouping(model_dir: Path, syn: Path, real: Path, work: Path, args) -> 
                 batch_size=args.batch_size,
             )
             counter = Rows(m.models.unet)
-            original, tr.plan_batches = tr.plan_batches, plan
+            original, runner.plan_batches = runner.plan_batches, plan  # what the run calls
             try:
                 summary = tr.translate_dataset(
                     open_dataset(syn),
@@ -154,7 +155,7 @@ def bench_grouping(model_dir: Path, syn: Path, real: Path, work: Path, args) -> 
                     progress=False,
                 )
             finally:
-                tr.plan_batches = original
+                runner.plan_batches = original
                 counter.close()
             out.append(
                 {

@@ -4,6 +4,7 @@
     python benchmarks/pilot_cracks.py --quick            # < 15 min on 2 quiet CPU cores
     python benchmarks/pilot_cracks.py --full             # ~1.5 h on 2 CPU cores
     python benchmarks/pilot_cracks.py --full --device cuda
+    python benchmarks/pilot_cracks.py --recipes [--iterations N]   # mix, finetune, selftrain
 
 Source: the 1158 synthetic images of ``source_synthetic``; references: the 10
 ``references`` of ``splits.json`` (from ``validation/``); test: the 60 ``test`` images,
@@ -12,10 +13,18 @@ scored at their own resolution. Every classical method runs through every settin
 budget and seeds (>= 3). Translations and finished runs are cached under ``--work``
 (default ``runs/bench``): a rerun resumes, and a second budget reuses the translations.
 
+``--recipes`` compares how the data is used (docs/PILOT.md): the recipes mix,
+finetune and selftrain with the methods ``none`` (the source baselines), ``fda``,
+``reinhard-cwc`` and ``histmatch-cwc``, the 150 unlabelled images of
+``target_unlabeled/`` (``splits.json`` ``unlabeled``) for self-training, 3 seeds, and the
+full mode's model, crop and resolution (``--iterations`` changes the steps); 54 runs.
+
 Writes ``docs/results/cracks_<mode>.json`` and ``.csv`` (every run, the machine, the
 budget, the wall time) and regenerates ``docs/RESULTS.md`` from every
-``docs/results/cracks_*.json`` present, so quick and full results sit side by side.
-``--render-only`` rewrites RESULTS.md from the JSON files without running anything.
+``docs/results/cracks_*.json`` present, so quick, full and recipes results sit side by
+side. ``--docs DIR`` writes them under another folder instead (``DIR/results/``,
+``DIR/RESULTS.md``: a trial run leaves ``docs/`` alone). ``--render-only`` rewrites
+RESULTS.md from the JSON files without running anything.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402
-from synth2real.pilot.verdict import BASELINES, PER_METHOD  # noqa: E402
+from synth2real.pilot.report import ordered_summary  # noqa: E402
 
 #: The two budgets; both train the default small UNet on images shrunk to a 256 px shorter
 #: side (the cracks images are 512 px) with 128 px crops, which at equal compute beat full
@@ -57,6 +66,16 @@ MODES: dict[str, dict] = {
         "model": "small-unet",
     },
 }
+#: the recipes benchmark: the full budget (``--iterations`` changes its steps), the
+#: methods worth the runs (fda and the two class-wise colour methods that did best in
+#: the full mode; ``none`` is the source baselines), every recipe
+MODES["recipes"] = {
+    **MODES["full"],
+    "methods": ["none", "fda", "reinhard-cwc", "histmatch-cwc"],
+    "recipes": ["mix", "finetune", "selftrain"],
+}
+#: order of the modes in RESULTS.md
+MODE_ORDER = ("recipes", "full", "quick")
 
 
 def default_cracks() -> Path:
@@ -106,8 +125,9 @@ def run(args: argparse.Namespace) -> dict:
     methods = (
         [m.strip() for m in args.methods.split(",") if m.strip()]
         if args.methods
-        else [m for m in list_methods("classical") if m != "none"]
+        else mode.get("methods") or [m for m in list_methods("classical") if m != "none"]
     )
+    recipes = mode.get("recipes", ["mix"])
     work = Path(args.work)
     cfg = PilotConfig(
         source=cracks / splits["source"],
@@ -125,6 +145,10 @@ def run(args: argparse.Namespace) -> dict:
         jobs=parse_jobs(args.jobs, args.device),
         metric="iou:cracks",
         cache_dir=work / "cache",
+        source_limit=args.source_limit,
+        recipes=recipes,
+        unlabeled=cracks / "target_unlabeled" if "selftrain" in recipes else None,
+        unlabeled_names=list(splits["unlabeled"]) if "selftrain" in recipes else None,
     )
     out = work / f"cracks-{args.mode}"
     t0 = time.perf_counter()
@@ -141,7 +165,7 @@ def run(args: argparse.Namespace) -> dict:
         "commit": git_commit(),
         "report": str(result.report) if result.report else None,
     }
-    dest = REPO / "docs" / "results"
+    dest = Path(args.docs) / "results"
     atomic_write_text(dest / f"cracks_{args.mode}.json", json.dumps(res, indent=2))
     shutil.copyfile(result.results_csv, dest / f"cracks_{args.mode}.csv")
     return res
@@ -185,30 +209,42 @@ def render_mode(res: dict) -> str:
         + f", {cfg.get('workers', 1)} translation process(es).",
         f"- **Data**: {res['data']['source']} synthetic, {res['data']['references']} real "
         f"references, {res['data']['test']} real test images scored at their own resolution. "
-        "No method used the unlabelled real images.",
+        + (
+            f"The selftrain runs also used {res['data']['unlabeled']} unlabelled real images "
+            "(`target_unlabeled/`, `splits.json` `unlabeled`); no other run did."
+            if res["data"].get("unlabeled")
+            else "No method used the unlabelled real images."
+        ),
         f"- **Wall time** of this benchmark call: {_secs(b['wall_seconds'])} "
         f"({b['runs_trained_now']} runs trained, {b['runs_resumed']} resumed from cache){partial}; "
         f"commit {b.get('commit')}; `{b['command']}`.",
         "",
-        "| setting | method | cracks IoU | background IoU | mIoU | translation / image | training / run |",
-        "|---|---|---|---|---|---|---|",
     ]
-    rows = {(r["setting"], r["method"]): r for r in res["summary"]}
-    methods = [m for m in cfg["methods"] if m != "none"]
-    order = [(s, None) for s in BASELINES] + [(s, m) for m in methods for s in PER_METHOD]
+    recipes = cfg.get("recipes") or ["mix"]
+    multi = recipes != ["mix"]
+    head = "| setting | method | cracks IoU | background IoU | mIoU | translation / image | training / run |"
+    lines += [
+        ("| recipe " if multi else "") + head,
+        ("|---" if multi else "") + "|---|---|---|---|---|---|---|",
+    ]
     tr = res.get("translations", {})
-    for key in order:
-        r = rows.get(key)
-        if r is None:
-            continue
-        spi = tr.get(key[1], {}).get("seconds_per_image") if key[1] else None
+    for r in ordered_summary(res):
+        spi = tr.get(r["method"], {}).get("seconds_per_image") if r["method"] else None
         lines.append(
-            f"| {key[0]} | {key[1] or '–'} | {_ms(r.get('iou:cracks'))} | "
+            (f"| {r.get('recipe') or 'mix'} " if multi else "")
+            + f"| {r['setting']} | {r['method'] or '–'} | {_ms(r.get('iou:cracks'))} | "
             f"{_ms(r.get('iou:background'))} | {_ms(r.get('miou'))} | {_secs(spi)} | "
             f"{_secs(r['train_seconds']['mean'])} |"
         )
     v = res["verdict"]
+    methods = [m for m in cfg["methods"] if m != "none"]
     lines += ["", f"**Verdict (cracks IoU)**: {v['headline']}", ""]
+    if multi:
+        for q in v.get("questions", {}).values():
+            lines.append(f"- {q['question']} **{q['answer']}**: {q['summary'].split(': ', 1)[-1]}")
+            for rec, text in q.get("by_recipe", {}).items():
+                lines.append(f"  - closest in recipe {rec}: {text}")
+        lines += ["", "Per method, recipe mix:", ""]
     for m in methods:
         mv = v["methods"].get(m)
         if mv:
@@ -237,11 +273,16 @@ def render_results_md(results_dir: Path) -> str:
         "translated, translated+real; see docs/PILOT.md). A method **wins** when translated+real beats both "
         "source+real and real-only on cracks IoU by more than the seed spread (the larger "
         "max-min range over seeds of the two); it **hurts** when its translated data does "
-        "worse than the untouched synthetic data by more than the spread.",
+        "worse than the untouched synthetic data by more than the spread. The recipes "
+        "section compares how the data is used (mix, finetune, selftrain): the synthetic data "
+        "**helps** when some run on synthetic or translated images beats every run without "
+        "synthetic data (real-only, and real-only (selftrain) with the unlabelled images) by "
+        "more than the spread; a translation **helps** when it beats the same recipe on the "
+        "untouched synthetic images.",
         "",
     ]
     found = False
-    for mode in ("full", "quick"):
+    for mode in MODE_ORDER:
         path = results_dir / f"cracks_{mode}.json"
         if path.is_file():
             parts.append(render_mode(json.loads(path.read_text(encoding="utf-8"))))
@@ -256,11 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="mode", action="store_const", const="quick")
     g.add_argument("--full", dest="mode", action="store_const", const="full")
+    g.add_argument(
+        "--recipes",
+        dest="mode",
+        action="store_const",
+        const="recipes",
+        help="mix, finetune and selftrain with none, fda, reinhard-cwc, histmatch-cwc",
+    )
     ap.set_defaults(mode="quick")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     ap.add_argument("--seeds", default="3", help="seed count or comma list (default 3)")
     ap.add_argument("--methods", help="comma list (default: every classical method)")
     ap.add_argument("--iterations", type=int, help="override the mode's iterations")
+    ap.add_argument(
+        "--source-limit",
+        type=int,
+        help="a fixed random subset of N synthetic images (a trial run; default all)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="translation processes (default 2)")
     ap.add_argument(
         "--jobs", default="auto", help="training runs at once (default auto: 1 per CPU core, <= 4)"
@@ -273,10 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--cracks", default=str(default_cracks()), help="the cracks dataset folder")
     ap.add_argument("--work", default=str(REPO / "runs" / "bench"), help="cache and run folder")
+    ap.add_argument(
+        "--docs",
+        default=str(REPO / "docs"),
+        help="where results/cracks_<mode>.{json,csv} and RESULTS.md go (default docs/)",
+    )
     ap.add_argument("--render-only", action="store_true", help="only rewrite docs/RESULTS.md")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     args = ap.parse_args(argv)
-    results_dir = REPO / "docs" / "results"
+    results_dir = Path(args.docs) / "results"
     if not args.render_only:
         if not (Path(args.cracks) / "splits.json").is_file():
             print(
@@ -286,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         res = run(args)
         print(f"{args.mode}: {res['verdict']['headline']}")
-    atomic_write_text(REPO / "docs" / "RESULTS.md", render_results_md(results_dir))
-    print(f"wrote {REPO / 'docs' / 'RESULTS.md'}")
+    md = Path(args.docs) / "RESULTS.md"
+    atomic_write_text(md, render_results_md(results_dir))
+    print(f"wrote {md}")
     return 0
 
 

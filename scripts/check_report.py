@@ -5,7 +5,8 @@
 
 Checks: the page loads; it has a body with text, a verdict and at least one chart; every
 <img> decoded (``naturalWidth > 0``); no console error, no uncaught exception, no failed
-resource; no request leaves the machine (only ``file:`` and ``data:`` URLs). Exit status 0
+resource; no request leaves the machine (only ``file:`` and ``data:`` URLs); no table wider
+than the page (columns a reader could only reach by scrolling sideways). Exit status 0
 when everything holds, 1 when a check failed, 2 when chromium could not be run.
 
 Talks to chromium over the DevTools protocol through a pipe (``--remote-debugging-pipe``:
@@ -58,6 +59,13 @@ PAGE_CHECK_JS = r"""
     tables: document.querySelectorAll('table').length,
     images: imgs,
     height: Math.ceil(document.documentElement.scrollHeight),
+    // tables wider than their box: columns only reachable by scrolling sideways
+    hidden: Array.from(document.querySelectorAll('table')).filter(t => {
+      const box = t.closest('.tablewrap') || t.parentElement;
+      return box.scrollWidth > box.clientWidth + 1;
+    }).map(t => (t.querySelector('th') || {}).innerText || 'table'),
+    // the per-class tables' column heads, as shown
+    columns: Array.from(document.querySelectorAll('.tablewrap.metrics th')).map(th => th.innerText),
   });
 })()
 """
@@ -229,6 +237,10 @@ def check_report(
             problems.append("no verdict section (#verdict)")
         if page["svgs"] < 1:
             problems.append("no chart (svg)")
+        for head in page.get("hidden", []):
+            problems.append(
+                f"table wider than the page (columns hidden behind a scroll bar): {head}"
+            )
         broken = [i for i in page["images"] if not i["complete"] or i["width"] <= 0]
         for i in broken:
             problems.append(f"image did not load: {i['alt'] or i['src']}")
@@ -282,6 +294,7 @@ def check_report(
             "images": len(page["images"]),
             "svgs": page["svgs"],
             "tables": page["tables"],
+            "columns": page.get("columns", []),
             "title": page["title"],
             "height": page["height"],
             "screenshot": str(shot) if shot else None,

@@ -212,8 +212,8 @@ def translate_args(tiny, tmp_path, *extra):
 
 
 def test_method_params_in_translate_and_pilot(tiny, tmp_path, record_translate, record_pilot):
-    for form in ("beta=0.05", "fda.beta=0.05"):
-        res = runner.invoke(app, translate_args(tiny, tmp_path, "--param", form))
+    for flag, form in (("--param", "beta=0.05"), ("--param", "fda.beta=0.05"), ("-p", "beta=0.05")):
+        res = runner.invoke(app, translate_args(tiny, tmp_path, flag, form))
         assert res.exit_code == 0, res.output + repr(res.exception)
         assert record_translate[-1][1]["params"] == {"beta": 0.05}
     res = runner.invoke(

@@ -59,7 +59,7 @@ def load_references(
         DataError: unreadable files, names not found, bad predicted label maps.
     """
     from synth2real.data.readers import open_dataset
-    from synth2real.data.select import parse_names
+    from synth2real.data.select import select_names
 
     if isinstance(path, Dataset):
         if classes is not None or format is not None or class_map is not None:
@@ -67,13 +67,7 @@ def load_references(
         ds, path = path, path.root
     else:
         ds = open_dataset(path, format=format, classes=classes, class_map=class_map)
-    if names is not None:
-        if isinstance(names, str):
-            names = parse_names(names)
-        try:
-            ds = ds.select(list(names))
-        except KeyError as e:
-            raise DataError(path, f"references: {e.args[0]}") from None
+    ds = select_names(ds, names, "references", path)
     if len(ds) == 0:
         raise DataError(path, "no reference images")
     images: list[np.ndarray] = []

@@ -17,7 +17,7 @@ from synth2real.diffusion.adain import (
     label_slots,
     labels_to_latent,
 )
-from synth2real.diffusion.cross_image import ReferenceBank
+from synth2real.diffusion.bank import ReferenceBank
 from synth2real.diffusion.inversion import Schedule
 from synth2real.diffusion.quirks import NO_QUIRKS, ReferenceQuirks
 from synth2real.errors import ConfigError

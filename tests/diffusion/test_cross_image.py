@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from synth2real.diffusion.adain import class_masks
+from synth2real.diffusion.bank import ReferenceBank
 from synth2real.diffusion.config import CrossImageConfig
-from synth2real.diffusion.cross_image import ReferenceBank, cross_image_walk
 from synth2real.diffusion.inversion import Schedule
 from synth2real.diffusion.layers import select_layers
 from synth2real.diffusion.processors import SwapProcessor
+from synth2real.diffusion.walk import cross_image_walk
 from synth2real.errors import ConfigError
 
 STEPS, SKIP = 8, 3

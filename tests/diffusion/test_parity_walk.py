@@ -110,7 +110,9 @@ def test_shared_noise_draws_are_the_official_inversions_levels(setup):
         mine = reference_levels(inv.x0[None], sch, 0)[:, 0]
         # levels 1..T of the official ones carry the inversion's float correction
         assert ours.max_abs(mine, inv.xts) <= 1e-5
-        assert torch.equal(mine[0], inv.xts[0])  # level 0 is never corrected
+        # level 0 is never corrected: the same formula, equal up to the float rounding
+        # of the machine's vector kernels (not bit-equal on every CPU)
+        assert ours.max_abs(mine[0], inv.xts[0]) <= 1e-6
     # contents and styles share the draws: the same unit noise at every level
     assert ours.max_abs(cactif.noise_of(c_inv), cactif.noise_of(s_inv)) <= 1e-4
     # the recipe of the harness (randn_like on the global generator) draws the same

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth2real import translate as tr
 from synth2real.data.readers import open_dataset
 from synth2real.methods import create_method
+from synth2real.translate import batches as translate_batches
 from synth2real.translate import load_references, plan_batches, translate_dataset
+from synth2real.translate import runner as translate_runner
 from tests.gen_data import write_generic
 
 FAST = dict(working_size=64, num_inference_steps=5, skip=2, classwise_steps=(1, 3), batch_size=2)
@@ -70,7 +71,7 @@ def test_grouping_by_reference_changes_no_byte_and_saves_style_rows(
     params = dict(FAST, model=str(tiny_model_dir), **({"skip": 1} if preset == "styleid" else {}))
     method = create_method(preset, **params)
     grouped = _run(data, tmp_path / "grouped", method)
-    monkeypatch.setattr(tr, "plan_batches", _ungrouped)
+    monkeypatch.setattr(translate_runner, "plan_batches", _ungrouped)  # what the run calls
     method = create_method(preset, **params)
     ungrouped = _run(data, tmp_path / "ungrouped", method)
 
@@ -115,7 +116,7 @@ def test_gpu_methods_ignore_workers_with_a_warning(data, tmp_path, tiny_model_di
         raise AssertionError("a GPU method must not start a process pool")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tr, "_run_pool", no_pool)
+        mp.setattr(translate_batches, "_run_pool", no_pool)
         with caplog.at_level(logging.WARNING, logger="synth2real"):
             summary = translate_dataset(
                 open_dataset(data / "syn"),

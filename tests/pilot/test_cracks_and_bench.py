@@ -71,3 +71,44 @@ def test_results_md_is_rendered_from_the_json(tmp_path):
     assert "Test CPU (2 cores" in md and "iterations=10" in md and "13.5 min" in md
     assert "Seeds**: 0, 1, 2" in md
     assert "No results yet" in bench.render_results_md(tmp_path / "empty")
+
+
+def test_results_md_gains_the_recipes_table_and_keeps_the_other_modes(tmp_path):
+    bench = _bench_module()
+    assert bench.MODES["recipes"]["budget"] == bench.MODES["full"]["budget"]
+    assert bench.MODES["recipes"]["methods"] == ["none", "fda", "reinhard-cwc", "histmatch-cwc"]
+    methods = ["fda", "reinhard-cwc", "histmatch-cwc"]
+    recipes = ("mix", "finetune", "selftrain")
+    per = {"translated": 0.30, "translated+real": 0.41, ("finetune", "translated+real"): 0.42,
+           ("selftrain", "translated+real"): 0.43}  # fmt: skip
+    means = plan_means(
+        methods,
+        {("source-only", None): 0.30, ("real-only", None): 0.35, ("source+real", None): 0.40,
+         ("finetune", "source+real", None): 0.41, ("selftrain", "real-only", None): 0.50,
+         ("selftrain", "source+real", None): 0.44},
+        {m: per for m in methods},
+        recipes=recipes,
+    )  # fmt: skip
+    res = fake_results(means, methods, recipes=recipes)
+    res["data"]["unlabeled"] = 150
+    res["benchmark"] = {"mode": "recipes", "command": "pilot_cracks.py --recipes", "wall_seconds": 60.0,
+                        "runs_trained_now": 54, "runs_resumed": 0, "commit": "abc1234"}  # fmt: skip
+    (tmp_path / "cracks_recipes.json").write_text(json.dumps(res))
+    quick = fake_results(plan_means(["fda"], dict(list(means.items())[:3]), {"fda": {
+        "translated": 0.3, "translated+real": 0.4}}), ["fda"], budget_name="quick")  # fmt: skip
+    quick["benchmark"] = {**res["benchmark"], "mode": "quick", "command": "pilot_cracks.py --quick"}
+    (tmp_path / "cracks_quick.json").write_text(json.dumps(quick))
+    md = bench.render_results_md(tmp_path)
+    assert md.index("## recipes mode") < md.index("## quick mode")
+    assert "| recipe | setting | method | cracks IoU |" in md
+    rows = [x for x in md.splitlines() if x.startswith(("| mix ", "| finetune ", "| selftrain "))]
+    assert len(rows) == 9 + 4 + 5  # every recipe x setting x method, losing ones included
+    assert "| selftrain | real-only | – | 0.500 ± 0.010 [0.490..0.510] |" in md
+    assert "| finetune | translated+real | fda | 0.420 ± 0.010 [0.410..0.430] |" in md
+    assert "used 150 unlabelled real images" in md
+    # the self-trained baseline is the one to beat: the synthetic data does not help
+    assert "Does the synthetic data help? **no**" in md
+    assert "closest in recipe finetune: translated+real [fda] (finetune)" in md
+    # the quick section keeps its old table (no recipe column)
+    quick_part = md[md.index("## quick mode") :]
+    assert "| setting | method | cracks IoU |" in quick_part and "| recipe |" not in quick_part

@@ -129,17 +129,17 @@ def test_resume_skips_finished_runs_and_redoes_missing_ones(tiny, tmp_path, monk
     monkeypatch.setattr(train_mod, "train", counter)
     with pytest.raises(OutputExistsError, match="--resume"):
         run_pilot(config(paths), out, progress=False)
-    r = run_pilot(config(paths), out, resume=True, progress=False)
+    r = run_pilot(config(paths), out, resume=True, progress=False, estimate=False)
     assert counter.calls == 0 and r.skipped == 14 and r.ran == 0
     # a lost run is redone, and only that one
     stamp = (out / "runs/real-only/seed1/result.json").stat().st_mtime_ns
     (out / "runs/translated+real/reinhard/seed0/result.json").unlink()
-    r = run_pilot(config(paths), out, resume=True, progress=False)
+    r = run_pilot(config(paths), out, resume=True, progress=False, estimate=False)
     assert r.ran == 1 and counter.dirs == {(out / "runs/translated+real/reinhard/seed0").as_posix()}
     assert (out / "runs/real-only/seed1/result.json").stat().st_mtime_ns == stamp
     # a new seed adds its runs only
     counter.dirs.clear()
-    r = run_pilot(config(paths, seeds="0,1,2"), out, resume=True, progress=False)
+    r = run_pilot(config(paths, seeds="0,1,2"), out, resume=True, progress=False, estimate=False)
     assert r.ran == 7 and r.skipped == 14
     assert len(counter.dirs) == 7 and all(d.endswith("seed2") for d in counter.dirs)
     assert len(r.results["runs"]) == 21
@@ -153,11 +153,11 @@ def test_interrupted_pilot_resumes_where_it_stopped(tmp_path, monkeypatch):
     counter = _Counter(train_mod.train, fail_at=3)
     monkeypatch.setattr(train_mod, "train", counter)
     with pytest.raises(KeyboardInterrupt):
-        run_pilot(cfg, tmp_path / "out", progress=False)
+        run_pilot(cfg, tmp_path / "out", progress=False, estimate=False)
     partial = json.loads((tmp_path / "out/results.json").read_text())
     assert partial["partial"] and len(partial["runs"]) == 2
     counter.fail_at = None
-    r = run_pilot(cfg, tmp_path / "out", resume=True, progress=False)
+    r = run_pilot(cfg, tmp_path / "out", resume=True, progress=False, estimate=False)
     assert r.skipped == 2 and r.ran == 3 and counter.calls == 3 + 3
     assert not r.results["partial"]
 

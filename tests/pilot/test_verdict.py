@@ -34,7 +34,7 @@ def test_clear_winner_is_recommended():
     assert v.recommended == "better"  # higher mean first
     assert v.headline.startswith("Use better.")
     assert "+0.100 over source+real" in v.headline and "+0.150 over real-only" in v.headline
-    assert v.best == ("translated+real", "better")
+    assert v.best == ("mix", "translated+real", "better")
 
 
 def test_margin_within_seed_spread_is_no_win():

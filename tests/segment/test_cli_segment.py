@@ -60,3 +60,68 @@ def test_train_reports_bad_options(tmp_path):
     assert "lr='fast'" in str(res.exception) and "a number" in str(res.exception)
     res = runner.invoke(app, [*base, "--names", "a", "--names", "b"])
     assert "once per --data" in str(res.exception)
+
+
+def test_train_selftrain_with_unlabeled_images_end_to_end(tmp_path):
+    root = make_generic(tmp_path / "train", n=3, size=(48, 48))
+    photos = make_generic(tmp_path / "photos", n=3, size=(40, 56), seed=4)  # labels not read
+    args = [
+        "train", "--data", str(root), "--unlabeled", str(photos),
+        "--unlabeled-names", "img_000,img_002", "--recipe", "selftrain",
+        "--out", str(tmp_path / "run"), "--iterations", "3", "--batch-size", "2",
+        "--crop", "32", "--device", "cpu", "--threads", "1", "--set", "st_pseudo_threshold=0.5",
+        "--json",
+    ]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["iterations"] == 3
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["train_config"]["recipe"] == "selftrain"
+    assert meta["train_config"]["st_pseudo_threshold"] == 0.5
+    assert meta["unlabeled"]["samples"] == 2
+    assert not (photos / "run").exists()
+
+
+def test_train_unlabeled_errors(tmp_path):
+    root = make_generic(tmp_path / "d", n=2, size=(32, 32))
+    photos = make_generic(tmp_path / "photos", n=2, size=(32, 32))
+    base = ["train", "--data", str(root), "--iterations", "1", "--device", "cpu"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "r"), "--set", "recipe=selftrain"])
+    assert "--unlabeled" in str(res.exception)
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "r"), "--unlabeled", str(photos)])
+    assert "only by recipe 'selftrain'" in str(res.exception)
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "r"), "--recipe", "dacs"])
+    assert "recipe" in str(res.exception) and "'selftrain'" in str(res.exception)
+    inside = photos / "run"
+    res = runner.invoke(
+        app, [*base, "--out", str(inside), "--unlabeled", str(photos), "--recipe", "selftrain"]
+    )
+    assert "overlaps --unlabeled" in str(res.exception) and not inside.exists()
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(
+        app,
+        [*base, "--out", str(tmp_path / "r"), "--unlabeled", str(tmp_path / "empty"),
+         "--recipe", "selftrain"],
+    )  # fmt: skip
+    assert "empty" in str(res.exception) and str(tmp_path / "empty") in str(res.exception)
+
+
+def test_main_exits_2_with_one_line_for_a_recipe_error(tmp_path, capsys, monkeypatch):
+    import sys
+
+    import pytest
+
+    from synth2real.cli import main
+
+    root = make_generic(tmp_path / "d", n=2, size=(32, 32))
+    monkeypatch.setattr(
+        sys, "argv",
+        ["synth2real", "train", "--data", str(root), "--out", str(tmp_path / "r"),
+         "--recipe", "finetune", "--iterations", "20", "--device", "cpu"],
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    err = capsys.readouterr()
+    text = (err.out + err.err).strip()
+    assert "at least 2 datasets" in text and "Traceback" not in text

@@ -11,6 +11,22 @@ from torch import nn
 
 from synth2real.errors import ConfigError
 from synth2real.segment.losses import segmentation_loss
+from synth2real.segment.photometric import (
+    StrongParams,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    apply_strong,
+    blur_kernel_size,
+    draw_strong_params,
+    gaussian_blur,
+    gaussian_kernel1d,
+    hsv_to_rgb,
+    jitter_factors,
+    rgb_to_hsv,
+    strong_augment,
+)
 from synth2real.segment.rcs import (
     RareClassSampler,
     RCSConfig,
@@ -22,33 +38,23 @@ from synth2real.segment.rcs import (
 from synth2real.segment.sampling import augment
 from synth2real.segment.selftrain import (
     SelfTrainConfig,
-    StrongParams,
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
-    apply_strong,
-    blur_kernel_size,
     choose_classes,
     classmix,
     classmix_masks,
     confidence_weight,
-    draw_strong_params,
     ema_alpha,
     ema_update,
-    gaussian_blur,
-    gaussian_kernel1d,
-    hsv_to_rgb,
-    jitter_factors,
     make_teacher,
-    mixed_loss,
     pseudo_labels,
-    rgb_to_hsv,
     step_generator,
-    strong_augment,
 )
 
 IGN = 255
+
+
+def mixed_loss(logits, target, pixel_weight, **kw):
+    """The ClassMix loss as train() computes it: the supervised loss with pixel weights."""
+    return segmentation_loss(logits, target, pixel_weight=pixel_weight, **kw)
 
 
 def _net() -> nn.Module:

@@ -1,5 +1,6 @@
-"""What the commands of the CLI share: the error console, the dataset options, helpers,
-and :func:`command`, which turns an interrupt or a failed write into one line."""
+"""What the commands of the CLI share: the error console, :func:`option` (an option in
+one expression) and the dataset options, helpers, and :func:`command`, which turns an
+interrupt or a failed write into one line."""
 
 from __future__ import annotations
 
@@ -17,25 +18,29 @@ from rich.console import Console
 #: whatever the terminal's width
 console = Console(stderr=True, soft_wrap=True)
 
+
+def option(kind: Any, flag: str, help: str, *aliases: str, **kw: Any) -> Any:
+    """An option's type and declaration in one expression, for a command's signature:
+    ``Annotated[kind, typer.Option(flag, *aliases, help=help, **kw)]``, as in
+    ``seed: option(int, "--seed", "Run seed.") = 0`` (the default stays in the signature,
+    so the function can also be called as plain Python)."""
+    return Annotated[kind, typer.Option(flag, *aliases, help=help, **kw)]
+
+
 # Options shared by every command that opens a dataset.
-FormatOpt = Annotated[
+FormatOpt = option(
     str | None,
-    typer.Option(
-        "--format",
-        help="Dataset format (generic, supervisely, cityscapes, gta5, camvid, images); detected when omitted.",
-    ),
-]
-ClassesOpt = Annotated[
+    "--format",
+    "Dataset format (generic, supervisely, cityscapes, gta5, camvid, images); detected when omitted.",
+)
+ClassesOpt = option(
+    Path | None, "--classes", "Class spec YAML (names, optional colours, ignore_index)."
+)
+ClassMapOpt = option(
     Path | None,
-    typer.Option("--classes", help="Class spec YAML (names, optional colours, ignore_index)."),
-]
-ClassMapOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--class-map",
-        help="Class-map YAML mapping this dataset's raw ids/colours onto your classes.",
-    ),
-]
+    "--class-map",
+    "Class-map YAML mapping this dataset's raw ids/colours onto your classes.",
+)
 
 
 def table_console(min_width: int = 120) -> Console:

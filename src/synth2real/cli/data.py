@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, table_console
+from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, option, table_console
 
 
 def methods_cmd(
@@ -51,17 +51,12 @@ def inspect_cmd(
     format: FormatOpt = None,
     classes: ClassesOpt = None,
     class_map: ClassMapOpt = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Scanning threads (default: CPUs, at most 8)."),
-    ] = None,
-    max_problems: Annotated[
-        int, typer.Option("--max-problems", help="Problems listed in the table (all in --json).")
-    ] = 20,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Exit with status 1 when any sample cannot be used.")
-    ] = False,
+    json_out: option(bool, "--json", "Print JSON instead of tables.") = False,
+    workers: option(int | None, "--workers", "Scanning threads (default: CPUs, at most 8).") = None,
+    max_problems: option(
+        int, "--max-problems", "Problems listed in the table (all in --json)."
+    ) = 20,
+    strict: option(bool, "--strict", "Exit with status 1 when any sample cannot be used.") = False,
 ) -> None:
     """What a dataset holds: format, samples, sizes, class shares, problems.
 

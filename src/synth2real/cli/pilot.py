@@ -52,6 +52,26 @@ def pilot_cmd(
     source_names: Annotated[
         str | None, typer.Option("--source-names", help="Subset of --source (same syntax).")
     ] = None,
+    recipes: Annotated[
+        str,
+        typer.Option(
+            "--recipes",
+            help="How the data is used, comma-separated: mix (the references in every batch), "
+            "finetune (the mix, then the references alone), selftrain (with --unlabeled).",
+        ),
+    ] = "mix",
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option(
+            "--unlabeled",
+            help="Unlabelled real images for the selftrain recipe: an image folder, or a "
+            "dataset whose labels are not read. None may be a test image.",
+        ),
+    ] = None,
+    unlabeled_names: Annotated[
+        str | None,
+        typer.Option("--unlabeled-names", help="Subset of --unlabeled (same syntax)."),
+    ] = None,
     source_limit: Annotated[
         int | None,
         typer.Option("--source-limit", help="Use a fixed random subset of N synthetic images."),
@@ -140,33 +160,16 @@ def pilot_cmd(
 ) -> None:
     """Run the pilot: translate, train and score every setting, write the HTML report.
 
-    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution (docs/PILOT.md).
+    Settings: source-only, real-only, source+real, and per method translated and translated+real; each trained once per seed with one fixed budget and scored on the real test images at their own resolution. --recipes finetune / selftrain add the settings with real images under those recipes (docs/PILOT.md).
     """
     omp_passive()
     from synth2real.cli.deprecated import renamed
-    from synth2real.guard import check_output, names_file
-
-    inputs = {
-        "--source": source,
-        "--references": references,
-        "--test": test,
-        "--source-names": names_file(source_names),
-        "--reference-names": names_file(reference_names),
-        "--test-names": names_file(test_names),
-        "--classes": classes,
-        "--class-map": class_map,
-        # a local weights folder is an input too (a hub id is not a path)
-        "--diffusion-model": diffusion_model
-        if diffusion_model and Path(diffusion_model).is_dir()
-        else None,
-    }
-    check_output(out, inputs)
-    if cache_dir is not None:
-        check_output(cache_dir, inputs, option="--cache-dir")
     from synth2real.data.select import parse_names
+    from synth2real.guard import check_output, names_file
     from synth2real.methods.registry import parse_method_params
     from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
     from synth2real.pilot.config import parse_jobs
+    from synth2real.pilot.runner import pilot_inputs
 
     cfg = PilotConfig(
         source=source,
@@ -180,6 +183,9 @@ def pilot_cmd(
         reference_names=parse_names(reference_names) if reference_names else None,
         test_names=parse_names(test_names) if test_names else None,
         source_limit=source_limit,
+        recipes=recipes,
+        unlabeled=unlabeled,
+        unlabeled_names=parse_names(unlabeled_names) if unlabeled_names else None,
         real_ratio=real_ratio,
         model=renamed("--seg-model", seg_model, "--model", old_model, "the segmentation model")
         or "small-unet",
@@ -194,6 +200,17 @@ def pilot_cmd(
         method_params=parse_method_params(param),
         cache_dir=cache_dir,
     )
+    # the pilot's own inputs, plus the files the name options read (only known here)
+    inputs = {
+        **pilot_inputs(cfg),
+        "--source-names": names_file(source_names),
+        "--reference-names": names_file(reference_names),
+        "--test-names": names_file(test_names),
+        "--unlabeled-names": names_file(unlabeled_names),
+    }
+    check_output(out, inputs)
+    if cache_dir is not None:
+        check_output(cache_dir, inputs, option="--cache-dir")
     result = run_pilot(cfg, out, resume=resume)
     Console(soft_wrap=True).print(  # paths whole, whatever the terminal's width
         escape(f"report: {result.report}\nresults: {result.results_json}, {result.results_csv}")

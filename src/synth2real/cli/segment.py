@@ -44,6 +44,30 @@ def train_cmd(
             help="Probability of drawing from the last --data (the real references).",
         ),
     ] = None,
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option(
+            "--unlabeled",
+            help="Unlabelled real images for --recipe selftrain: any image folder, or a "
+            "dataset whose labels are then not read.",
+        ),
+    ] = None,
+    unlabeled_names: Annotated[
+        str | None,
+        typer.Option(
+            "--unlabeled-names",
+            help="Use only these --unlabeled images: FILE, FILE.json:key (e.g. "
+            "splits.json:unlabeled) or a,b,c (default: all).",
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="How the data is used: mix (default), finetune (the mix, then the last "
+            "--data alone) or selftrain (needs --unlabeled); same as --set recipe=...",
+        ),
+    ] = None,
     format: FormatOpt = None,
     classes: ClassesOpt = None,
     class_map: ClassMapOpt = None,
@@ -110,6 +134,8 @@ def train_cmd(
     inputs = {
         "--data": data,
         "--names": [names_file(n) for n in names or []],
+        "--unlabeled": unlabeled,
+        "--unlabeled-names": names_file(unlabeled_names),
         "--classes": classes,
         "--class-map": class_map,
         "--config": config,
@@ -129,6 +155,8 @@ def train_cmd(
     settings = parse_settings(set_, base, option="--set")
     if crop is not None:
         settings["crop"] = parse_setting("crop", crop, option="--crop")
+    if recipe is not None:
+        settings["recipe"] = parse_setting("recipe", recipe, option="--recipe")
     if pretrained is not None:
         settings["pretrained"] = (
             False if pretrained.lower() in ("none", "false", "random") else pretrained
@@ -141,6 +169,13 @@ def train_cmd(
         settings, option="train options", **{k: v for k, v in given.items() if v is not None}
     )
     datasets = _open_all(data, names, format, classes, class_map, require_labels=True)
+    if unlabeled_names is not None and unlabeled is None:
+        raise ConfigError("--unlabeled-names needs --unlabeled")
+    unl = None
+    if unlabeled is not None:
+        from synth2real.data.unlabeled import open_unlabeled
+
+        unl = open_unlabeled(unlabeled, unlabeled_names)
     w = None
     if weights is not None:
         try:
@@ -150,7 +185,9 @@ def train_cmd(
                 f"--weights expects numbers separated by commas, got {weights!r}"
             ) from None
     t0 = time.perf_counter()
-    result = train(datasets, cfg, out, weights=w, resume=resume, progress=not json_out)
+    result = train(
+        datasets, cfg, out, weights=w, unlabeled=unl, resume=resume, progress=not json_out
+    )
     summary = {
         "checkpoint": str(result.checkpoint),
         "iterations": result.iterations,
@@ -168,7 +205,7 @@ def train_cmd(
         )
     else:
         console.print(
-            f"[green]trained[/] {cfg.model} for {result.iterations} iterations in "
+            f"[green]trained[/] {cfg.model} ({cfg.recipe}) for {result.iterations} iterations in "
             f"{result.seconds:.0f} s (loss {summary['final_loss']:.4f}): {result.checkpoint}"
         )
 

@@ -3,124 +3,89 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.markup import escape
 
-from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, console, show_library_log
+from synth2real.cli.common import (
+    ClassesOpt,
+    ClassMapOpt,
+    FormatOpt,
+    console,
+    option,
+    show_library_log,
+)
 
 
 def translate_cmd(
-    source: Annotated[Path, typer.Option("--source", help="The (synthetic) dataset to translate.")],
-    references: Annotated[
-        Path,
-        typer.Option(
-            "--references", help="Folder of real reference images (any format, labelled or not)."
-        ),
-    ],
-    method: Annotated[
-        str, typer.Option("--method", help="Method name (see `synth2real methods`).")
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", help="Output folder (a translated copy of the dataset).")
-    ],
-    reference_names: Annotated[
+    source: option(Path, "--source", "The (synthetic) dataset to translate."),
+    references: option(
+        Path, "--references", "Folder of real reference images (any format, labelled or not)."
+    ),
+    method: option(str, "--method", "Method name (see `synth2real methods`)."),
+    out: option(Path, "--out", "Output folder (a translated copy of the dataset)."),
+    reference_names: option(
         str | None,
-        typer.Option(
-            "--reference-names",
-            help="Which references: a,b,c | FILE (one name a line) | FILE.json:KEY (e.g. splits.json:references).",
-        ),
-    ] = None,
-    param: Annotated[
+        "--reference-names",
+        "Which references: a,b,c | FILE (one name a line) | FILE.json:KEY (e.g. splits.json:references).",
+    ) = None,
+    param: option(
         list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            help="Method parameter KEY=VALUE or METHOD.KEY=VALUE (repeatable); see "
-            "`synth2real methods NAME`.",
-        ),
-    ] = None,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Run seed (per image: seed + sample name).")
-    ] = 0,
-    workers: Annotated[int, typer.Option("--workers", help="Processes for CPU methods.")] = 1,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue a stopped run of the same configuration.")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a different run in --out.")
-    ] = False,
-    reference_choice: Annotated[
+        "--param",
+        "Method parameter KEY=VALUE or METHOD.KEY=VALUE (repeatable); see "
+        "`synth2real methods NAME`.",
+        "-p",
+    ) = None,
+    seed: option(int, "--seed", "Run seed (per image: seed + sample name).") = 0,
+    workers: option(int, "--workers", "Processes for CPU methods.") = 1,
+    resume: option(bool, "--resume", "Continue a stopped run of the same configuration.") = False,
+    overwrite: option(bool, "--overwrite", "Replace a different run in --out.") = False,
+    reference_choice: option(
         str,
-        typer.Option(
-            "--reference-choice",
-            help="Reference per image: round-robin, random (seeded) or matched (closest class shares).",
-        ),
-    ] = "round-robin",
+        "--reference-choice",
+        "Reference per image: round-robin, random (seeded) or matched (closest class shares).",
+    ) = "round-robin",
     format: FormatOpt = None,
     classes: ClassesOpt = None,
     class_map: ClassMapOpt = None,
-    reference_format: Annotated[
-        str | None,
-        typer.Option(
-            "--reference-format", help="Format of the references folder; detected when omitted."
-        ),
-    ] = None,
-    reference_classes: Annotated[
+    reference_format: option(
+        str | None, "--reference-format", "Format of the references folder; detected when omitted."
+    ) = None,
+    reference_classes: option(
+        Path | None, "--reference-classes", "Class spec YAML of the references' label maps."
+    ) = None,
+    reference_class_map: option(
         Path | None,
-        typer.Option("--reference-classes", help="Class spec YAML of the references' label maps."),
-    ] = None,
-    reference_class_map: Annotated[
+        "--reference-class-map",
+        "Class map of the references onto the source's classes.",
+    ) = None,
+    shard: option(
+        str | None,
+        "--shard",
+        "I/N: translate only shard I of N (0-based); automatic under accelerate launch.",
+    ) = None,
+    layout: option(
+        str, "--layout", "Output layout: auto (the source's where simple), generic or supervisely."
+    ) = "auto",
+    reference_labels_from: option(
         Path | None,
-        typer.Option(
-            "--reference-class-map", help="Class map of the references onto the source's classes."
-        ),
-    ] = None,
-    shard: Annotated[
+        "--reference-labels-from",
+        "A model.safetensors (from `synth2real train`) that predicts label maps for "
+        "references without labels, so class-wise methods can use unlabelled photos.",
+    ) = None,
+    diffusion_model: option(
         str | None,
-        typer.Option(
-            "--shard",
-            help="I/N: translate only shard I of N (0-based); automatic under accelerate launch.",
-        ),
-    ] = None,
-    layout: Annotated[
-        str,
-        typer.Option(
-            "--layout",
-            help="Output layout: auto (the source's where simple), generic or supervisely.",
-        ),
-    ] = "auto",
-    reference_labels_from: Annotated[
-        Path | None,
-        typer.Option(
-            "--reference-labels-from",
-            help="A model.safetensors (from `synth2real train`) that predicts label maps for "
-            "references without labels, so class-wise methods can use unlabelled photos.",
-        ),
-    ] = None,
-    diffusion_model: Annotated[
+        "--diffusion-model",
+        "Diffusion methods: Stable Diffusion weights, a hub id or a local folder in "
+        "diffusers layout (same as --param model=...).",
+    ) = None,
+    old_model: option(str | None, "--model", "Deprecated: --diffusion-model.", hidden=True) = None,
+    device: option(
         str | None,
-        typer.Option(
-            "--diffusion-model",
-            help="Diffusion methods: Stable Diffusion weights, a hub id or a local folder in "
-            "diffusers layout (same as --param model=...).",
-        ),
-    ] = None,
-    old_model: Annotated[
-        str | None, typer.Option("--model", hidden=True, help="Deprecated: --diffusion-model.")
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device",
-            help="auto, cpu, cuda, cuda:1, mps: for diffusion methods and "
-            "--reference-labels-from (default auto).",
-        ),
-    ] = None,
-    no_progress: Annotated[
-        bool, typer.Option("--no-progress", help="Do not draw a progress bar.")
-    ] = False,
+        "--device",
+        "auto, cpu, cuda, cuda:1, mps: for diffusion methods and "
+        "--reference-labels-from (default auto).",
+    ) = None,
+    no_progress: option(bool, "--no-progress", "Do not draw a progress bar.") = False,
 ) -> None:
     """Translate a synthetic dataset towards real reference images.
 

@@ -15,9 +15,14 @@ file name, or file stem).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synth2real.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from synth2real.data.dataset import Dataset
 
 
 def parse_names(spec: str) -> list[str]:
@@ -54,6 +59,28 @@ def parse_names(spec: str) -> list[str]:
     if not names:
         raise ConfigError(f"the name selection {spec!r} selects no name")
     return names
+
+
+def select_names(
+    dataset: Dataset, names: Sequence[str] | str | None, what: str, path: str | Path | None = None
+) -> Dataset:
+    """``dataset`` cut to ``names`` (a list, or a selection string for :func:`parse_names`;
+    ``None`` or ``"all"``: every sample).
+
+    Raises:
+        DataError: naming ``path`` (default: the dataset's folder) and ``what`` when a
+            name matches no sample.
+    """
+    if names is None or (isinstance(names, str) and names.strip().lower() == "all"):
+        return dataset
+    if isinstance(names, str):
+        names = parse_names(names)
+    try:
+        return dataset.select(list(names))
+    except KeyError as e:
+        raise DataError(
+            path if path is not None else dataset.root, f"{what}: {e.args[0]}"
+        ) from None
 
 
 def _json_names(path: Path, key: str) -> list[str]:

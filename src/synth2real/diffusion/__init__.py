@@ -6,8 +6,10 @@ importing any of this.
 
 - :mod:`.config`: the parameters of each pipeline (defaults and docs, once).
 - :mod:`.method`: ``DiffusionMethod``, what both methods share behind ``Method``.
-- :mod:`.cross_image`: the three-branch walk and ``CrossImageMethod`` (adain-diffusion,
-  cross-image, cacti, cactif).
+- :mod:`.cross_image`: ``CrossImageMethod``, the method of the three-branch walk
+  (adain-diffusion, cross-image, cacti, cactif).
+- :mod:`.walk`: the three-branch walk itself (``cross_image_walk``).
+- :mod:`.bank`: ``ReferenceBank``, the references' levels and AdaIN targets.
 - :mod:`.styleid`: StyleID and ``StyleIDMethod``.
 - :mod:`.processors`: diffusers attention processors, one class per behaviour.
 - :mod:`.attention`: chunked attention maths (sharpening, temperature).

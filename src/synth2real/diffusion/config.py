@@ -30,6 +30,9 @@ DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 #: built-in ``enable_freeu``, none
 FreeUMode = Literal["reference", "diffusers", "off"]
 FREEU_MODES: tuple[str, ...] = ("reference", "diffusers", "off")
+#: FreeU's factors ``(s1, s2, b1, b2)``, the CACTIF reference code's for Stable Diffusion 1.x:
+#: the default of ``freeu_params`` and of :class:`~synth2real.diffusion.freeu.FreeUOptions`
+FREEU_FACTORS: tuple[float, float, float, float] = (0.9, 0.2, 1.2, 1.4)
 
 
 def parse_freeu(value: object) -> str:
@@ -114,7 +117,7 @@ class DiffusionConfig:
     num_inference_steps: int = 50
     swap_resolutions: int = 2
     freeu: FreeUMode | bool = "reference"
-    freeu_params: tuple[float, float, float, float] = (0.9, 0.2, 1.2, 1.4)
+    freeu_params: tuple[float, float, float, float] = FREEU_FACTORS
     batch_size: int = 4
     attention_chunk: int | None = None
     compile: bool = False

@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from synth2real.diffusion.config import FREEU_MODES, FreeUMode, parse_freeu
+from synth2real.diffusion.config import FREEU_FACTORS, FREEU_MODES, FreeUMode, parse_freeu
+from synth2real.diffusion.layers import unet_parts
 from synth2real.errors import ConfigError
 
 _DIFFUSERS_KEYS = ("s1", "s2", "b1", "b2")
@@ -61,16 +62,17 @@ class FreeUOptions:
     Attributes:
         mode: ``reference`` (the CACTIF code's form), ``diffusers`` (``enable_freeu``)
             or ``off``.
-        s1, s2: Fourier scales of the low frequencies, stage 1 and 2 (0.9, 0.2).
+        s1, s2: Fourier scales of the low frequencies, stage 1 and 2 (0.9, 0.2:
+            :data:`~synth2real.diffusion.config.FREEU_FACTORS`).
         b1, b2: backbone factors, stage 1 and 2 (1.2, 1.4).
         threshold: half-size of the centred block of frequencies that is scaled (1).
     """
 
     mode: FreeUMode = "reference"
-    s1: float = 0.9
-    s2: float = 0.2
-    b1: float = 1.2
-    b2: float = 1.4
+    s1: float = FREEU_FACTORS[0]
+    s2: float = FREEU_FACTORS[1]
+    b1: float = FREEU_FACTORS[2]
+    b2: float = FREEU_FACTORS[3]
     threshold: int = 1
 
     def __post_init__(self) -> None:
@@ -153,15 +155,9 @@ def up_block_input_widths(unet: nn.Module) -> list[int]:
     """Channels of the hidden state entering each up-block, from the UNet's
     configuration: the mid block's output (the deepest width) for ``up_blocks.0``, then
     each up-block's output width (``block_out_channels`` reversed)."""
-    unet = _unwrap(unet)
-    config = getattr(unet, "config", None)
-    widths = getattr(config, "block_out_channels", None)
-    up_blocks = getattr(unet, "up_blocks", None)
-    if widths is None or up_blocks is None:
-        raise ConfigError(
-            f"{type(unet).__name__} has no block_out_channels/up_blocks: FreeU needs a "
-            "UNet2DConditionModel-like UNet (Stable Diffusion 1.x/2.x family)"
-        )
+    widths, up_blocks = unet_parts(
+        _unwrap(unet), "config.block_out_channels", "up_blocks", what="FreeU"
+    )
     rev = list(reversed([int(w) for w in widths]))
     if len(rev) != len(up_blocks):
         raise ConfigError(

@@ -18,7 +18,7 @@ every ``x_i`` is drawn independently from ``q(x_i | x_0)``; walking down, the no
 ``z_i = (x_{i+1} - mu(x_i, i)) / sigma_i`` makes the DDPM (eta = 1) step
 ``x_{i+1} = mu(x_i, i) + sigma_i z_i`` land exactly on the drawn ``x_{i+1}``. Sampling from
 ``x_S`` with the same ``z`` reproduces ``x_0`` whatever the noise predictor (the tests
-check it with a DDPM sampler of their own; the walk in :mod:`.cross_image` feeds the
+check it with a DDPM sampler of their own; the walk in :mod:`.walk` feeds the
 drawn levels to the UNet directly).
 """
 

@@ -12,7 +12,7 @@ the same family (``UNet2DConditionModel`` with down/mid/up blocks) work.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -48,6 +48,25 @@ def _has(block: nn.Module, attr: str) -> bool:
     return getattr(block, attr, None) is not None
 
 
+def unet_parts(unet: nn.Module, *names: str, what: str) -> list[Any]:
+    """The attributes ``names`` of ``unet`` (dotted: ``config.block_out_channels``), or a
+    one-line :class:`ConfigError` saying that ``what`` needs a UNet of the Stable
+    Diffusion family."""
+    found = []
+    for name in names:
+        value: Any = unet
+        for attr in name.split("."):
+            value = getattr(value, attr, None)
+        found.append(value)
+    if any(v is None for v in found):
+        missing = "/".join(n.rsplit(".", 1)[-1] for n in names)
+        raise ConfigError(
+            f"{type(unet).__name__} has no {missing}: {what} needs a "
+            "UNet2DConditionModel-like UNet (Stable Diffusion 1.x/2.x family)"
+        )
+    return found
+
+
 def block_factors(unet: nn.Module) -> dict[Part, list[int]]:
     """Spatial factor of every down, mid and up block, from the UNet's structure.
 
@@ -58,13 +77,7 @@ def block_factors(unet: nn.Module) -> dict[Part, list[int]]:
     Returns:
         ``{"down": [...], "mid": [f], "up": [...]}`` with powers of two.
     """
-    down_blocks = getattr(unet, "down_blocks", None)
-    up_blocks = getattr(unet, "up_blocks", None)
-    if down_blocks is None or up_blocks is None:
-        raise ConfigError(
-            f"{type(unet).__name__} has no down_blocks/up_blocks: only UNet2DConditionModel-like "
-            "UNets (Stable Diffusion 1.x/2.x family) are supported"
-        )
+    down_blocks, up_blocks = unet_parts(unet, "down_blocks", "up_blocks", what="the layer search")
     down, f = [], 1
     for block in down_blocks:
         down.append(f)

@@ -1,7 +1,7 @@
 """The pilot: does a translation make a segmentation model better on real images?
 
 ``run_pilot(PilotConfig(...), out)`` translates the synthetic data with each method,
-trains a model per setting x method x seed with one fixed budget, scores it on real test
+trains a model per recipe x setting x method x seed with one fixed budget, scores it on real test
 images and writes ``results.json``, ``results.csv`` and a self-contained ``report.html``.
 
 Modules: ``config`` (settings, budgets, checks before any work), ``inputs`` (datasets,
@@ -16,6 +16,7 @@ from synth2real.pilot.config import (
     PilotConfig,
     parse_budget,
     parse_jobs,
+    parse_recipes,
     parse_seeds,
 )
 from synth2real.pilot.runner import PilotResult, run_pilot
@@ -33,6 +34,7 @@ __all__ = [
     "decide",
     "parse_budget",
     "parse_jobs",
+    "parse_recipes",
     "parse_seeds",
     "plan_runs",
     "run_pilot",

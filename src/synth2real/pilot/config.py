@@ -1,9 +1,10 @@
 """The pilot's configuration: budgets, seeds, jobs, and every check made before any work.
 
-:class:`PilotConfig` holds everything a pilot depends on; :func:`check_config` checks
-what needs the registry or the data (method names and parameters, the budget against
-the trainer, ``--metric`` against the source's classes) so that a typo fails before
-anything is translated or trained. What must stay fixed within one pilot is recorded in
+:class:`PilotConfig` holds everything a pilot depends on and checks its own values;
+:func:`check_methods`, :func:`check_recipes` and :func:`check_metric` check what needs the
+registry or the data (method names and parameters, the budget against the recipes,
+``--metric`` against the source's classes) so that a typo fails before anything is
+translated or trained. What must stay fixed within one pilot is recorded in
 ``OUT/pilot.json`` (:func:`check_out`, :func:`save_pilot_json`).
 """
 
@@ -39,6 +40,7 @@ DEFAULT_BUDGET: dict[str, Any] = {
 #: TrainConfig fields the pilot sets per run, with the option that sets them: not
 #: budget keys.
 PER_RUN = {
+    "recipe": "--recipes",
     "seed": "--seeds",
     "model": "--seg-model",
     "device": "--device",
@@ -48,6 +50,13 @@ PER_RUN = {
 #: runtime details that do not change the result.
 NOT_BUDGET = {*PER_RUN, "num_threads", "cache", "cache_max_gb", "save_every"}
 METRICS = ("miou", "pixel_accuracy")
+#: how the data is used (``--recipes``): ``mix`` (the references drawn into every batch
+#: from the first step, the pilot's original runs), ``finetune`` (the synthetic mix
+#: first, then the references alone at a lower rate), ``selftrain`` (the mix plus
+#: pseudo-labelled unlabelled real images, ``--unlabeled``); see segment/config.py
+DEFAULT_RECIPES = ("mix",)
+#: the fixed settings a resumed pilot may add (from none), never change
+UNLABELED_KEYS = ("unlabeled", "unlabeled_names")
 
 
 # ---------------------------------------------------------------------------------------
@@ -101,6 +110,25 @@ def visible_devices() -> list[str]:
 def _spreads_over_gpus(device: str) -> bool:
     """``auto`` and ``cuda`` may use every visible GPU; ``cuda:1``, ``cpu`` name one."""
     return device.strip().lower() in ("auto", "cuda")
+
+
+def parse_recipes(spec: str | Sequence[str] | None) -> list[str]:
+    """``"mix,finetune"`` -> ``["mix", "finetune"]`` (order kept, duplicates dropped);
+    ``None`` or empty -> ``["mix"]``. A name outside ``segment.config.RECIPES`` is an
+    error naming it."""
+    from synth2real.segment.config import RECIPES
+
+    items = spec.split(",") if isinstance(spec, str) else list(spec or [])
+    recipes: list[str] = []
+    for r in items:
+        r = str(r).strip().lower()
+        if not r:
+            continue
+        if r not in RECIPES:
+            raise ConfigError(f"--recipes: unknown recipe {r!r}; choose from {', '.join(RECIPES)}")
+        if r not in recipes:
+            recipes.append(r)
+    return recipes or list(DEFAULT_RECIPES)
 
 
 def auto_jobs(device: str = "auto") -> int:
@@ -199,6 +227,15 @@ class PilotConfig:
             ``None``: inside the output folder). Pilots that share it (other budgets,
             more seeds) reuse translations made with the same method parameters, source
             and references.
+        recipes: how the data is used (:func:`parse_recipes`; default ``["mix"]``, the
+            pilot's original runs). ``finetune`` adds the settings with synthetic and
+            real labelled data; ``selftrain`` adds ``real-only``, ``source+real`` and
+            ``translated+real`` with the unlabelled images (docs/PILOT.md).
+        unlabeled: folder of unlabelled real images (any image folder, or a labelled
+            dataset whose labels are not read) for ``selftrain``; required by it and
+            refused without it. Checked at start-up: not empty, every image readable,
+            none the same file content as a test image.
+        unlabeled_names: name subset of ``unlabeled`` (``None``: all).
 
     Raises:
         ConfigError: a bad value among those checkable without the data (the budget's
@@ -230,6 +267,9 @@ class PilotConfig:
     budget_name: str = "custom"
     translate_at_train_size: bool = True
     cache_dir: Path | None = None
+    recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
+    unlabeled: Path | None = None
+    unlabeled_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.source, self.references, self.test = (
@@ -257,6 +297,19 @@ class PilotConfig:
                 f"--metric must be miou, pixel_accuracy or iou:<class>, got {self.metric!r}"
             )
         self.seeds = parse_seeds(self.seeds)
+        self.recipes = parse_recipes(self.recipes)
+        self.unlabeled = Path(self.unlabeled) if self.unlabeled is not None else None
+        if "selftrain" in self.recipes and self.unlabeled is None:
+            raise ConfigError(
+                "--recipes selftrain needs unlabelled real images: give --unlabeled PATH"
+            )
+        if self.unlabeled_names is not None and self.unlabeled is None:
+            raise ConfigError("--unlabeled-names needs --unlabeled (the folder they are in)")
+        if self.unlabeled is not None and "selftrain" not in self.recipes:
+            raise ConfigError(
+                f"--unlabeled {self.unlabeled}: only the selftrain recipe reads unlabelled "
+                "images; add selftrain to --recipes or drop --unlabeled"
+            )
         self.budget = normalise_settings(self.budget, option="--budget")
         clash = sorted(set(self.budget) & set(PER_RUN))
         if clash:
@@ -302,6 +355,10 @@ class PilotConfig:
             "class_map": self.class_map,
             "translate_seed": self.translate_seed,
             "translate_at_train_size": self.translate_at_train_size,
+            # None for a pilot without self-training, as in pilot.json files written
+            # before recipes existed: those still resume
+            "unlabeled": str(self.unlabeled.resolve()) if self.unlabeled else None,
+            "unlabeled_names": self.unlabeled_names,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,6 +373,7 @@ class PilotConfig:
             metric=self.metric,
             method_params=self.method_params,
             budget_name=self.budget_name,
+            recipes=self.recipes,
             cache_dir=str(self.cache_dir) if self.cache_dir else None,
         )
         return d
@@ -357,8 +415,11 @@ def check_metric(metric: str, class_names: Sequence[str]) -> None:
         )
 
 
-def make_train_config(cfg: PilotConfig, seed: int, real_fraction: float | None):
-    """The TrainConfig of one run: the pilot's budget plus model, seed, device, mix."""
+def make_train_config(
+    cfg: PilotConfig, seed: int, real_fraction: float | None, recipe: str = "mix"
+):
+    """The TrainConfig of one run: the pilot's budget plus model, seed, device, mix and
+    recipe."""
     return make_config(
         cfg.budget,
         option="--budget",
@@ -366,7 +427,15 @@ def make_train_config(cfg: PilotConfig, seed: int, real_fraction: float | None):
         seed=seed,
         device=cfg.device,
         real_fraction=real_fraction,
+        recipe=recipe,
     )
+
+
+def check_recipes(cfg: PilotConfig) -> None:
+    """The budget makes a valid TrainConfig for every recipe of the pilot (fine-tuning's
+    two phases fit in its iterations, ...): an error names the key before any work."""
+    for recipe in cfg.recipes:
+        make_train_config(cfg, 0, cfg.real_ratio, recipe)
 
 
 def effective_budget(cfg: PilotConfig) -> dict[str, Any]:
@@ -376,10 +445,22 @@ def effective_budget(cfg: PilotConfig) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in NOT_BUDGET}
 
 
+def is_recipe_field(name: str) -> bool:
+    """A TrainConfig field of the fine-tuning / self-training recipes or rare-class
+    sampling (``ft_*``, ``st_*``, ``rcs*``): newer than the pilot's budget ids."""
+    return name.startswith(("ft_", "st_", "rcs"))
+
+
 def budget_id(budget: dict[str, Any], model: str) -> str:
     """Short hash of the effective budget and model: a finished run counts on resume only
-    with the same one."""
-    blob = json.dumps({"budget": budget, "model": model}, sort_keys=True, default=str)
+    with the same one. Recipe fields at their default are left out, so the id of a
+    budget that does not touch them is the one it had before the recipes existed (runs
+    of older pilot folders still count)."""
+    from synth2real.segment.config import TrainConfig
+
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
+    kept = {k: v for k, v in budget.items() if not (is_recipe_field(k) and defaults.get(k) == v)}
+    blob = json.dumps({"budget": kept, "model": model}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -388,7 +469,8 @@ def budget_id(budget: dict[str, Any], model: str) -> str:
 # ---------------------------------------------------------------------------------------
 def check_out(out: Path, cfg: PilotConfig, resume: bool) -> None:
     """``out`` may take this pilot: new or empty, or (with ``resume``) holding one with the
-    same :meth:`PilotConfig.fixed` settings.
+    same :meth:`PilotConfig.fixed` settings. The unlabelled images may be added to a
+    pilot that had none (``--recipes`` gains ``selftrain``), not changed afterwards.
 
     Raises:
         OutputExistsError: naming what differs, or asking for ``--resume``.
@@ -402,6 +484,8 @@ def check_out(out: Path, cfg: PilotConfig, resume: bool) -> None:
         old = json.loads(meta.read_text(encoding="utf-8")).get("fixed", {})
         new = json.loads(json.dumps(cfg.fixed(), default=str))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if old.get("unlabeled") is None:  # self-training may join a pilot that had none;
+            diff = [k for k in diff if k not in UNLABELED_KEYS]  # once given, it is fixed
         if diff:
             raise OutputExistsError(
                 f"{out} holds a pilot with other settings ({', '.join(diff)} differ); the budget and data "

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from synth2real.data.io import encode_image
-from synth2real.pilot.verdict import group_key
+from synth2real.pilot.verdict import display_key, run_key
 from synth2real.segment.draw import overlay
 
 SETTING_COLORS = {
@@ -20,6 +20,9 @@ SETTING_COLORS = {
     "translated": "#86c0a6",
     "translated+real": "#1e7d45",
 }
+
+#: bars of the other recipes are lighter shades of their setting's colour
+RECIPE_OPACITY = {"mix": 1.0, "finetune": 0.7, "selftrain": 0.45}
 
 esc = html.escape
 
@@ -135,7 +138,7 @@ def bar_chart(rows: list[dict], metric: str, title: str) -> str:
     rows = [r for r in rows if r.get(metric) and r[metric]["n"]]
     if not rows:
         return ""
-    left, right, bar_w, row_h, top = 250, 90, 520, 24, 34
+    left, right, bar_w, row_h, top = 310, 90, 520, 24, 34
     width = left + bar_w + right
     height = top + row_h * len(rows) + 26
     vmax = max(max(r[metric]["max"] for r in rows), 1e-6)
@@ -161,13 +164,15 @@ def bar_chart(rows: list[dict], metric: str, title: str) -> str:
         y = top + i * row_h
         st = r[metric]
         color = SETTING_COLORS.get(r["setting"], "#888")
-        label = group_key(r["setting"], r["method"])
+        recipe = r.get("recipe") or "mix"
+        pattern = RECIPE_OPACITY.get(recipe, 1.0)
+        label = display_key(run_key(r))
         parts.append(
             f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" fill="#1d2330">{esc(label)}</text>'
         )
         parts.append(
             f'<rect x="{left}" y="{y + 4}" width="{max(0.5, x(st["mean"]) - left):.1f}" height="{row_h - 8}" '
-            f'fill="{color}" rx="2"><title>{esc(label)}: mean {fmt(st["mean"])}, '
+            f'fill="{color}" fill-opacity="{pattern}" stroke="{color}" rx="2"><title>{esc(label)}: mean {fmt(st["mean"])}, '
             f"min {fmt(st['min'])}, max {fmt(st['max'])}, std {fmt(st['std'])}</title></rect>"
         )
         if st["n"] > 1:

@@ -24,7 +24,8 @@ from synth2real.pilot.console import say
 
 
 def open_inputs(cfg: PilotConfig) -> dict[str, Any]:
-    """``{"source", "references", "test", "translated": {}}``: the pilot's datasets.
+    """``{"source", "references", "test", "unlabeled", "translated": {}}``: the pilot's
+    datasets (``unlabeled`` is ``None`` without ``cfg.unlabeled``).
 
     The source is cut to ``cfg.source_limit`` images (a fixed subset, seed 0); the test
     set is a :class:`~synth2real.data.dataset.CachedDataset` (decoded once, scored by
@@ -32,8 +33,9 @@ def open_inputs(cfg: PilotConfig) -> dict[str, Any]:
 
     Raises:
         ConfigError: names not found, an empty selection, classes that differ between
-            the folders, images that are both references and test images.
-        DataError: unreadable folders or files.
+            the folders, images that are both references and test images, unlabelled
+            images that are test images (:func:`check_unlabeled`).
+        DataError: unreadable folders or files (every unlabelled image is decoded).
     """
     source = _open(cfg.source, cfg, cfg.source_names, "source")
     if cfg.source_limit is not None and cfg.source_limit < len(source):
@@ -50,7 +52,60 @@ def open_inputs(cfg: PilotConfig) -> dict[str, Any]:
             f"{len(overlap)} image(s) are both references and test images (e.g. {sorted(overlap)[0]}); "
             "give disjoint --reference-names and --test-names"
         )
-    return {"source": source, "references": refs, "test": test, "translated": {}}
+    unlabeled = None
+    if cfg.unlabeled is not None:
+        from synth2real.data.unlabeled import open_unlabeled
+
+        # its format is detected: --format describes the labelled folders, and an
+        # image folder is a common choice here whatever they are
+        unlabeled = open_unlabeled(cfg.unlabeled, cfg.unlabeled_names)
+        check_unlabeled(unlabeled, test)
+    return {
+        "source": source,
+        "references": refs,
+        "test": test,
+        "unlabeled": unlabeled,
+        "translated": {},
+    }
+
+
+def file_sha1(path: Path) -> str:
+    """SHA-1 of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_unlabeled(unlabeled: Dataset, test: Dataset) -> None:
+    """Every unlabelled image decodes, and none is a test image: the same file content
+    (SHA-1 of the bytes, whatever its name or folder) would let self-training see the
+    test images.
+
+    Raises:
+        DataError: naming an unreadable or truncated image.
+        ConfigError: naming the unlabelled files that are test images, and which.
+    """
+    from synth2real.data.io import verify_image
+    from synth2real.data.readers import parallel_map
+
+    paths = [s.image_path for s in unlabeled.samples]
+    parallel_map(verify_image, paths)  # a DataError names the file
+    test_paths = [s.image_path for s in test.samples]
+    test_hash = dict(zip(parallel_map(file_sha1, test_paths), test_paths, strict=True))
+    clash = [
+        (p, test_hash[h])
+        for p, h in zip(paths, parallel_map(file_sha1, paths), strict=True)
+        if h in test_hash
+    ]
+    if clash:
+        shown = ", ".join(f"{a} = {b}" for a, b in clash[:3]) + (" ..." if len(clash) > 3 else "")
+        raise ConfigError(
+            f"--unlabeled: {len(clash)} unlabelled image(s) are test images (same file "
+            f"content): {shown}; the test images must stay unseen: remove them from the "
+            "unlabelled folder or pick others with --unlabeled-names"
+        )
 
 
 def _open(path: Path, cfg: PilotConfig, names: list[str] | None, what: str) -> Dataset:

@@ -20,7 +20,17 @@ from typing import Any
 from synth2real.data.io import atomic_write_text
 from synth2real.pilot.figures import bar_chart, collect_images, fmt
 from synth2real.pilot.machine import describe_machine
-from synth2real.pilot.verdict import BASELINES, PER_METHOD, SETTING_HELP, group_key, metric_label
+from synth2real.pilot.verdict import (
+    BASELINES,
+    PER_METHOD,
+    RECIPE_HELP,
+    RECIPE_SETTINGS,
+    SETTING_HELP,
+    display_key,
+    group_key,
+    metric_label,
+    run_key,
+)
 
 esc = html.escape
 
@@ -42,10 +52,16 @@ def _secs(v: Any) -> str:
 
 
 def ordered_summary(results: dict) -> list[dict]:
-    """Summary rows in report order: the baselines, then each method's two settings."""
-    rows = {(r["setting"], r["method"]): r for r in results.get("summary", [])}
+    """Summary rows in report order: per recipe (``mix`` first), its baselines, then each
+    method's settings."""
+    rows = {run_key(r): r for r in results.get("summary", [])}
     methods = [m for m in results["config"]["methods"] if m != "none"]
-    order = [(s, None) for s in BASELINES] + [(s, m) for m in methods for s in PER_METHOD]
+    recipes = results["config"].get("recipes") or ["mix"]
+    order = []
+    for rec in recipes:
+        settings = RECIPE_SETTINGS.get(rec, ())
+        order += [(rec, s, None) for s in BASELINES if s in settings]
+        order += [(rec, s, m) for m in methods for s in PER_METHOD if s in settings]
     return [rows[k] for k in order if k in rows]
 
 
@@ -85,9 +101,24 @@ def _verdict_section(results: dict) -> str:
         f"{_budget_line(results['budget'])}."
     )
     note_html = "".join(f'<p class="note">{esc(n)}</p>' for n in notes)
+    questions = "".join(
+        f'<li class="question"><span class="badge answer-{esc(q["answer"])}">{esc(q["answer"])}</span>'
+        f"<b>{esc(q['question'])}</b> {esc(q['summary'].split(': ', 1)[-1])}</li>"
+        for q in v.get("questions", {}).values()
+    )
+    if questions:
+        questions = f'<ul class="questions">{questions}</ul>'
+        rule += (
+            " Across recipes: the synthetic data <b>helps</b> when some run on synthetic or "
+            "translated images beats <i>every</i> run without synthetic data (<i>real-only</i>, "
+            "and <i>real-only (selftrain)</i> when self-training ran, so that a gain from the "
+            "unlabelled images is not credited to the synthetic data); a translation "
+            "<b>helps</b> when it beats the same recipe on the untouched synthetic images. "
+            "The per-method badges judge the mix recipe."
+        )
     return (
         f'<section class="card verdict {cls}" id="verdict"><p class="headline">{esc(v["headline"])}</p>'
-        f"<ul>{''.join(items)}</ul>{_gains_table(results)}{note_html}"
+        f"{questions}<ul>{''.join(items)}</ul>{_gains_table(results)}{note_html}"
         f'<p class="facts">{rule}<br>{facts}</p></section>'
     )
 
@@ -104,7 +135,7 @@ def _delta(a: dict | None, b: dict | None) -> str:
 def _gains_table(results: dict) -> str:
     """Per method: translated+real's mean and its margins over the baselines, on the
     verdict metric and on mIoU (margins beyond the seed spread in colour)."""
-    rows = {(r["setting"], r["method"]): r for r in results.get("summary", [])}
+    rows = {run_key(r)[1:]: r for r in results.get("summary", []) if run_key(r)[0] == "mix"}
     methods = [m for m in results["config"]["methods"] if m != "none"]
     metrics = [results["metric"]] + (["miou"] if results["metric"] != "miou" else [])
     sr, ro, so = (
@@ -140,7 +171,7 @@ def _gains_table(results: dict) -> str:
         '<div class="tablewrap gains"><table><thead><tr><th class="l" rowspan="2">method</th>'
         f'<th class="l" rowspan="2">verdict</th>{group}</tr><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
-        '<p class="facts">Mean over seeds of <i>translated+real</i>, its margins over the baselines, '
+        '<p class="facts">Recipe mix. Mean over seeds of <i>translated+real</i>, its margins over the baselines, '
         "and the margin of <i>translated</i> alone over <i>source-only</i>; green / red: larger than "
         "the seed spread.</p>"
     )
@@ -156,6 +187,11 @@ def _budget_line(budget: dict) -> str:
     return ", ".join(parts) if parts else "budget: see Setup"
 
 
+#: value columns per table: with more classes, the per-class table is cut into several
+#: tables of this many columns, each with the setting names, so every class is on the page
+COLUMNS_PER_TABLE = 5
+
+
 def _metrics_table(results: dict, rows: list[dict]) -> str:
     classes = results["classes"]
     metrics = (
@@ -163,15 +199,47 @@ def _metrics_table(results: dict, rows: list[dict]) -> str:
         + [(f"iou:{c}", f"{c} IoU") for c in classes]
         + [("pixel_accuracy", "pixel acc.")]
     )
-    best = {}
-    for m, _ in metrics:
-        vals = [r[m]["mean"] for r in rows if r.get(m) and r[m]["mean"] is not None]
-        best[m] = max(vals) if vals else None
-    head = "".join(f"<th>{esc(lbl)}</th>" for _, lbl in metrics)
+    parts = [
+        _metrics_part(
+            rows, metrics[i : i + COLUMNS_PER_TABLE], last=i + COLUMNS_PER_TABLE >= len(metrics)
+        )
+        for i in range(0, len(metrics), COLUMNS_PER_TABLE)
+    ]
+    return (
+        "".join(parts)
+        + '<p class="facts">Each cell: mean over seeds, then ± standard deviation and [min..max]. '
+        "Best mean per column in green (none where the best is 0.000). "
+        + (
+            f"The {len(metrics)} columns are cut into {len(parts)} tables of at most "
+            f"{COLUMNS_PER_TABLE}. "
+            if len(parts) > 1
+            else ""
+        )
+        + "</p>"
+    )
+
+
+def best_means(rows: list[dict], metric: str) -> float | None:
+    """The best mean of a column, or ``None`` when it shows as 0.000 (a tie at zero is
+    no best value)."""
+    vals = [r[metric]["mean"] for r in rows if r.get(metric) and r[metric]["mean"] is not None]
+    if not vals or fmt(max(vals)) == fmt(0.0):
+        return None
+    return max(vals)
+
+
+def _metrics_part(rows: list[dict], metrics: list[tuple[str, str]], last: bool) -> str:
+    best = {m: best_means(rows, m) for m, _ in metrics}
+    head = "".join(f"<th>{esc(lbl)}</th>" for _, lbl in metrics) + (
+        "<th>seeds</th>" if last else ""
+    )
     body = []
     current_group = None
     for r in rows:
-        group = "baselines" if r["method"] is None else f"method: {r['method']}"
+        recipe = r.get("recipe") or "mix"
+        group = ("baselines" if r["method"] is None else f"method: {r['method']}") + (
+            f" · recipe {recipe}" if recipe != "mix" else ""
+        )
         if group != current_group:
             body.append(
                 f'<tr class="group"><td colspan="{len(metrics) + 2}">{esc(group)}</td></tr>'
@@ -192,16 +260,17 @@ def _metrics_table(results: dict, rows: list[dict]) -> str:
                 else ""
             )
             cells.append(f"<td{cls}>{fmt(st['mean'])}{spread}</td>")
-        label = r["setting"]
+        label = group_key(r["setting"], None, recipe)
+        help_ = SETTING_HELP.get(r["setting"], "") + (
+            f"; {RECIPE_HELP[recipe]}" if recipe != "mix" and recipe in RECIPE_HELP else ""
+        )
         body.append(
-            f'<tr><td class="l" title="{esc(SETTING_HELP.get(label, ""))}">{esc(label)}</td>'
-            f"{''.join(cells)}<td>{len(r['seeds'])}</td></tr>"
+            f'<tr><td class="l" title="{esc(help_)}">{esc(label)}</td>'
+            f"{''.join(cells)}" + (f"<td>{len(r['seeds'])}</td>" if last else "") + "</tr>"
         )
     return (
-        f'<div class="tablewrap"><table><thead><tr><th class="l">setting</th>{head}<th>seeds</th>'
+        f'<div class="tablewrap metrics"><table><thead><tr><th class="l">setting</th>{head}'
         f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
-        '<p class="facts">Each cell: mean over seeds, then ± standard deviation and [min..max]. '
-        "Best mean per column in green.</p>"
     )
 
 
@@ -251,7 +320,7 @@ def _timing_section(results: dict, rows: list[dict]) -> str:
     body = []
     for r in rows:
         body.append(
-            f'<tr><td class="l">{esc(group_key(r["setting"], r["method"]))}</td>'
+            f'<tr><td class="l">{esc(display_key(run_key(r)))}</td>'
             f"<td>{_secs(r['train_seconds']['mean'])}</td><td>{_secs(r['train_seconds']['max'])}</td>"
             f"<td>{_secs(r['eval_seconds']['mean'])}</td></tr>"
         )
@@ -291,6 +360,12 @@ def _setup_section(results: dict) -> str:
         ("classes", ", ".join(results["classes"])),
         ("verdict metric", results["metric_label"]),
         ("methods", ", ".join(cfg["methods"]) or "–"),
+        ("recipes", ", ".join(cfg.get("recipes") or ["mix"])),
+        *(
+            [("unlabelled real images", f"{d['unlabeled']} from {cfg.get('unlabeled')}")]
+            if d.get("unlabeled")
+            else []
+        ),
         (
             "translation",
             f"once per method, seed {cfg.get('translate_seed', 0)}, shared by all training seeds",
@@ -298,6 +373,11 @@ def _setup_section(results: dict) -> str:
     ]
     items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(str(v))}</dd>" for k, v in kv)
     gloss = "".join(f"<dt>{esc(s)}</dt><dd>{esc(h)}</dd>" for s, h in SETTING_HELP.items())
+    gloss += "".join(
+        f"<dt>recipe {esc(r)}</dt><dd>{esc(h)}</dd>"
+        for r, h in RECIPE_HELP.items()
+        if r in (cfg.get("recipes") or ["mix"])
+    )
     return (
         f'<section class="card"><dl class="kv">{items}</dl></section>'
         f'<h2>What the settings mean</h2><section class="card"><dl class="kv">{gloss}</dl></section>'

@@ -12,7 +12,7 @@ from typing import Any
 
 from synth2real.data.io import atomic_write_text
 from synth2real.pilot.config import PilotConfig
-from synth2real.pilot.verdict import aggregate, decide, metric_label, stat
+from synth2real.pilot.verdict import aggregate, decide, metric_label, run_key, stat
 
 
 def build_results(
@@ -32,18 +32,15 @@ def build_results(
     """
     verdict = decide(records, cfg.translation_methods, cfg.metric)
     metrics = ["miou", "pixel_accuracy"] + [f"iou:{c}" for c in classes]
-    keys: list[tuple[str, str | None]] = []
-    for r in records:
-        k = (r["setting"], r["method"])
-        if k not in keys:
-            keys.append(k)
+    keys = list(dict.fromkeys(run_key(r) for r in records))
     aggs = {m: aggregate(records, m) for m in metrics}
     summary = []
     for k in keys:
-        rows = [r for r in records if (r["setting"], r["method"]) == k]
+        rows = [r for r in records if run_key(r) == k]
         entry: dict[str, Any] = {
-            "setting": k[0],
-            "method": k[1],
+            "recipe": k[0],
+            "setting": k[1],
+            "method": k[2],
             "seeds": [r["seed"] for r in rows],
         }
         for m in metrics:
@@ -87,6 +84,8 @@ def write_results(
         "test": len(data["test"]),
         "reference_names": [s.name for s in data["references"]],
     }
+    if data.get("unlabeled") is not None:
+        counts["unlabeled"] = len(data["unlabeled"])
     results = build_results(
         cfg, budget, records, translations, classes, counts, machine_info(cfg.device), partial
     )
@@ -96,6 +95,7 @@ def write_results(
 
 
 CSV_FIELDS = [
+    "recipe",
     "setting",
     "method",
     "seed",
@@ -113,12 +113,12 @@ CSV_FIELDS = [
 
 
 def results_csv(records: Sequence[dict], classes: Sequence[str], machine: dict) -> str:
-    """One row per run: metrics, per-class IoU (``iou_<class>``), timings, budget, machine."""
+    """One row per run: recipe, setting, method, seed, metrics, per-class IoU (``iou_<class>``), timings, budget, machine."""
     buf = io.StringIO()
     fields = (
-        CSV_FIELDS[:5]
+        CSV_FIELDS[:6]
         + [f"iou_{c}" for c in classes]
-        + CSV_FIELDS[5:]
+        + CSV_FIELDS[6:]
         + ["budget", "cpu", "cores", "gpu"]
     )
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -126,6 +126,7 @@ def results_csv(records: Sequence[dict], classes: Sequence[str], machine: dict) 
     for r in records:
         row = {k: r.get(k) for k in CSV_FIELDS}
         row["method"] = r.get("method") or ""
+        row["recipe"] = r.get("recipe") or "mix"
         for c in classes:
             row[f"iou_{c}"] = (r.get("iou") or {}).get(c)
         row["budget"] = json.dumps(r.get("budget"), sort_keys=True)

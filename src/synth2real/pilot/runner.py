@@ -20,12 +20,15 @@ Layout of the output folder ``DIR``::
     DIR/pilot.json                       the settings (budget, data, model): fixed for resume
     DIR/translated/<method>/             each method's translation (resumable)
     DIR/translated/<method>.json         its timing (seconds per image) and parameters
-    DIR/runs/<setting>[/<method>]/seed<k>/result.json   one finished run (atomic)
+    DIR/runs/<setting>[/<method>]/seed<k>/result.json   one finished mix run (atomic)
+    DIR/runs/<recipe>/<setting>[/<method>]/seed<k>/...  a finetune or selftrain run
     DIR/runs/.../train/                  the run's checkpoint (written by segment.train)
     DIR/results.json, results.csv        every run, the summary and the verdict
     DIR/report.html                      the self-contained report
 
-A run counts as finished when its ``result.json`` exists; a rerun with ``resume=True``
+Each setting can run under several recipes (how the data is used: ``mix``,
+``finetune``, ``selftrain``; ``PilotConfig.recipes``, docs/PILOT.md). A run counts as
+finished when its ``result.json`` exists; a rerun with ``resume=True``
 skips it, and translation resumes image by image. The parts: :mod:`.config` (settings
 and the checks made before any work), :mod:`.inputs` (datasets and translations),
 :mod:`.runs` (training runs), :mod:`.results` and :mod:`.report`.
@@ -46,13 +49,21 @@ from synth2real.pilot.config import (
     check_methods,
     check_metric,
     check_out,
+    check_recipes,
     effective_budget,
     save_pilot_json,
 )
 from synth2real.pilot.console import say
 from synth2real.pilot.inputs import open_inputs, source_at_size, translate_all
 from synth2real.pilot.results import write_results
-from synth2real.pilot.runs import Runs, RunSpec, load_finished, plan_runs, run_all
+from synth2real.pilot.runs import (
+    Runs,
+    RunSpec,
+    load_finished,
+    plan_runs,
+    run_all,
+    runs_per_recipe,
+)
 
 
 @dataclass
@@ -76,6 +87,7 @@ def run_pilot(
     progress: bool = True,
     report: bool = True,
     on_run: Callable[[RunSpec, dict, bool], None] | None = None,
+    estimate: bool = True,
 ) -> PilotResult:
     """Run (or resume) a pilot into ``out``; returns where everything was written.
 
@@ -88,6 +100,8 @@ def run_pilot(
         progress: print a line per run and show the inner progress bars.
         report: write ``report.html`` at the end.
         on_run: called after each run with ``(spec, record, skipped)``.
+        estimate: before the runs, time a few training steps to print how long they
+            will take (:mod:`synth2real.pilot.estimate`).
 
     Raises:
         OutputExistsError: ``out`` holds another pilot, or one and ``resume`` is not set.
@@ -102,7 +116,7 @@ def run_pilot(
     if cfg.cache_dir is not None:
         check_output(cfg.cache_dir, inputs, option="--cache-dir")
     with output_lock(out, "pilot"):  # for the pilot's whole life: one pilot per folder
-        return _run_locked(cfg, out, resume, progress, report, on_run)
+        return _run_locked(cfg, out, resume, progress, report, on_run, estimate)
 
 
 def pilot_inputs(cfg: PilotConfig) -> dict[str, Path | str | None]:
@@ -111,8 +125,13 @@ def pilot_inputs(cfg: PilotConfig) -> dict[str, Path | str | None]:
         "--source": cfg.source,
         "--references": cfg.references,
         "--test": cfg.test,
+        "--unlabeled": cfg.unlabeled,
         "--classes": cfg.classes,
         "--class-map": cfg.class_map,
+        # a local weights folder is an input too (a hub id is not a path)
+        "--diffusion-model": cfg.diffusion_model
+        if cfg.diffusion_model and Path(cfg.diffusion_model).is_dir()
+        else None,
     }
 
 
@@ -123,10 +142,12 @@ def _run_locked(
     progress: bool,
     report: bool,
     on_run: Callable[[RunSpec, dict, bool], None] | None,
+    estimate: bool,
 ) -> PilotResult:
     """:func:`run_pilot` under the output folder's lock."""
     check_out(out, cfg, resume)
     check_methods(cfg)
+    check_recipes(cfg)
     check_methods_ready(cfg)
     if "none" in cfg.methods:
         say(
@@ -148,7 +169,7 @@ def _run_locked(
     translations = translate_all(cfg, data, tbase, progress)
 
     # -- training runs -------------------------------------------------------------------
-    plan = plan_runs(cfg.methods, cfg.seeds)
+    plan = plan_runs(cfg.methods, cfg.seeds, cfg.recipes)
     bid = budget_id(budget, cfg.model)
     done: dict[int, dict] = {}
 
@@ -185,6 +206,7 @@ def _run_locked(
     skipped = len(plan) - len(todo)
     if skipped:
         write_partial()
+    _say_runs(cfg, data, budget, plan, todo, out, progress, estimate)
     runs = Runs(cfg, out, bid, budget, translations, data)
     ran = run_all(todo, runs, cfg.jobs, progress, finished, len(plan))
 
@@ -216,13 +238,38 @@ def check_methods_ready(cfg: PilotConfig) -> None:
         )
 
 
+def _say_runs(
+    cfg: PilotConfig,
+    data: dict,
+    budget: dict,
+    plan: list[RunSpec],
+    todo: list[tuple[int, RunSpec]],
+    out: Path,
+    progress: bool,
+    estimate: bool,
+) -> None:
+    """The number of runs per recipe and, timed by a probe, how long the rest will take."""
+    from synth2real.pilot import estimate as est
+
+    per = runs_per_recipe(plan)
+    left = runs_per_recipe([spec for _, spec in todo])
+    line = f"runs: {', '.join(f'{n} {r}' for r, n in per.items())} ({len(plan)} in all"
+    line += f", {len(todo)} to train)" if len(todo) != len(plan) else ")"
+    if estimate and todo:
+        costs = est.probe(cfg, data, list(left), out / "probe")
+        seconds = est.estimate(costs, left, int(budget["iterations"]), cfg.jobs)
+        line += "; " + est.describe(costs, seconds, min(cfg.jobs, len(todo)))
+    say(escape(line), progress)
+
+
 def _say_plan(cfg: PilotConfig, data: dict, budget: dict, out: Path, progress: bool) -> None:
     source, refs, test = data["source"], data["references"], data["test"]
     say(
         f"[bold]pilot[/]: {len(source)} synthetic, {len(refs)} references, {len(test)} test images; "
         + escape(
             f"classes {list(source.classes.names)}; methods {cfg.translation_methods or '-'}; "
-            f"seeds {cfg.seeds}"
+            f"recipes {cfg.recipes}; seeds {cfg.seeds}"
+            + (f"; {len(data['unlabeled'])} unlabelled images" if data.get("unlabeled") else "")
         ),
         progress,
     )

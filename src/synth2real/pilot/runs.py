@@ -24,7 +24,7 @@ from synth2real.data.io import atomic_write_text
 from synth2real.errors import OutputExistsError, RunsFailedError
 from synth2real.pilot.config import PilotConfig, make_train_config
 from synth2real.pilot.console import say
-from synth2real.pilot.verdict import BASELINES, PER_METHOD
+from synth2real.pilot.verdict import BASELINES, PER_METHOD, RECIPE_SETTINGS, group_key
 from synth2real.workers import interruptible, process_pool, stop
 
 #: called in the pilot's process as each run ends: ``(plan index, spec, record, skipped)``
@@ -33,35 +33,67 @@ Finished = Callable[[int, "RunSpec", dict, bool], None]
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: a setting, its method (``None`` for the baselines) and a seed."""
+    """One training run: a setting, its method (``None`` for the baselines), a seed and
+    the recipe (how the data is used; ``mix``: the pilot's original runs)."""
 
     setting: str
     method: str | None
     seed: int
+    recipe: str = "mix"
 
     @property
     def relpath(self) -> str:
+        """``runs/[<recipe>/]<setting>[/<method>]/seed<k>``: mix runs where they always
+        were (older pilot folders resume), the other recipes under their own folder."""
+        rec = "" if self.recipe == "mix" else f"{self.recipe}/"
         mid = f"{self.method}/" if self.method else ""
-        return f"runs/{self.setting}/{mid}seed{self.seed}"
+        return f"runs/{rec}{self.setting}/{mid}seed{self.seed}"
 
     @property
     def label(self) -> str:
-        return (
-            f"{self.setting}" + (f" [{self.method}]" if self.method else "") + f" seed {self.seed}"
-        )
+        return f"{group_key(self.setting, self.method, self.recipe)} seed {self.seed}"
 
 
-def plan_runs(methods: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
-    """Every run of a pilot, seed-major: one seed of every setting comes first, so an
-    interrupted pilot already holds a full (one-seed) picture."""
+def plan_runs(
+    methods: Sequence[str], seeds: Sequence[int], recipes: Sequence[str] = ("mix",)
+) -> list[RunSpec]:
+    """Every run of a pilot, seed-major: one seed of every setting and recipe comes
+    first, so an interrupted pilot already holds a full (one-seed) picture. Each recipe
+    runs the settings of :data:`~synth2real.pilot.verdict.RECIPE_SETTINGS`."""
     runs = []
+    translated = [m for m in methods if m != "none"]
     for seed in seeds:
-        runs += [RunSpec(s, None, seed) for s in BASELINES]
-        for m in methods:
-            if m == "none":
-                continue
-            runs += [RunSpec(s, m, seed) for s in PER_METHOD]
+        for recipe in recipes:
+            settings = RECIPE_SETTINGS[recipe]
+            runs += [RunSpec(s, None, seed, recipe) for s in BASELINES if s in settings]
+            for m in translated:
+                runs += [RunSpec(s, m, seed, recipe) for s in PER_METHOD if s in settings]
     return runs
+
+
+def runs_per_recipe(plan: Sequence[RunSpec]) -> dict[str, int]:
+    """``{recipe: number of runs}`` in plan order."""
+    counts: dict[str, int] = {}
+    for spec in plan:
+        counts[spec.recipe] = counts.get(spec.recipe, 0) + 1
+    return counts
+
+
+def run_datasets(spec: RunSpec, data: dict, real_ratio: float) -> tuple[list, float | None]:
+    """The labelled datasets of one run and the share of the references (last) in each
+    batch (``None``: a single dataset)."""
+    source, refs = data["source"], data["references"]
+    if spec.setting == "source-only":
+        return [source], None
+    if spec.setting == "real-only":
+        return [refs], None
+    if spec.setting == "source+real":
+        return [source, refs], real_ratio
+    if spec.setting == "translated":
+        return [data["translated"][spec.method]], None
+    if spec.setting == "translated+real":
+        return [data["translated"][spec.method], refs], real_ratio
+    raise ValueError(spec.setting)  # pragma: no cover - plan_runs only makes these
 
 
 @dataclass
@@ -85,31 +117,24 @@ def run_one(spec: RunSpec, runs: Runs, progress: bool) -> dict:
 
     cfg, out, data = runs.cfg, runs.out, runs.data
     assert data is not None
-    source, refs, test = data["source"], data["references"], data["test"]
+    test = data["test"]
     # mixes put the references last: train() draws them with probability real_fraction
-    real_fraction = None
-    if spec.setting == "source-only":
-        datasets = [source]
-    elif spec.setting == "real-only":
-        datasets = [refs]
-    elif spec.setting == "source+real":
-        datasets, real_fraction = [source, refs], cfg.real_ratio
-    elif spec.setting == "translated":
-        datasets = [data["translated"][spec.method]]
-    elif spec.setting == "translated+real":
-        datasets, real_fraction = [data["translated"][spec.method], refs], cfg.real_ratio
-    else:  # pragma: no cover - plan_runs only makes the five settings
-        raise ValueError(spec.setting)
+    datasets, real_fraction = run_datasets(spec, data, cfg.real_ratio)
+    extra = {"unlabeled": data["unlabeled"]} if spec.recipe == "selftrain" else {}
     run_dir = out / spec.relpath
-    tcfg = make_train_config(cfg, spec.seed, real_fraction)
+    tcfg = make_train_config(cfg, spec.seed, real_fraction, spec.recipe)
     t0 = time.perf_counter()
     try:  # continue a run stopped mid-training
-        tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=True, progress=progress)
+        tres = train_mod.train(
+            datasets, tcfg, run_dir / "train", resume=True, progress=progress, **extra
+        )
     except OutputExistsError as e:
         # the pilot owns this folder and pilot.json pins budget and data, so a mismatch
         # means stale files (a moved pilot folder, a rebuilt cache): train afresh
         say(f"[yellow]{escape(spec.label)}: {escape(str(e))}; training afresh[/]", progress)
-        tres = train_mod.train(datasets, tcfg, run_dir / "train", resume=False, progress=progress)
+        tres = train_mod.train(
+            datasets, tcfg, run_dir / "train", resume=False, progress=progress, **extra
+        )
     wall = time.perf_counter() - t0
     ev = eval_mod.evaluate(tres.checkpoint, test, device=cfg.device, progress=progress)
     names = list(ev.class_names)
@@ -117,6 +142,7 @@ def run_one(spec: RunSpec, runs: Runs, progress: bool) -> dict:
     losses = list(getattr(tres, "losses", []) or [])
     tinfo = runs.translations.get(spec.method) if spec.method else None
     record = {
+        "recipe": spec.recipe,
         "setting": spec.setting,
         "method": spec.method,
         "seed": spec.seed,
@@ -130,6 +156,7 @@ def run_one(spec: RunSpec, runs: Runs, progress: bool) -> dict:
         "translate_seconds_per_image": tinfo.get("seconds_per_image") if tinfo else None,
         "real_fraction": real_fraction,
         "train_images": sum(len(d) for d in datasets),
+        "unlabeled_images": len(extra["unlabeled"]) if extra else None,
         "test_images": len(test),
         "checkpoint": _rel(tres.checkpoint, out),
         "budget_id": runs.budget_id,

@@ -11,148 +11,50 @@ the seed spread" means ``mean(M) - mean(A) > max(range(M), range(A))`` where ``r
 ``max - min`` over the seeds of one setting: a margin larger than the scatter either
 side shows between seeds. A method **hurts** when ``translated+real`` is worse than
 ``source+real``, or ``translated`` worse than ``source-only``, by more than the spread:
-translating made the synthetic data worse than leaving it alone.
+translating made the synthetic data worse than leaving it alone. These per-method
+words judge the ``mix`` recipe (the pilot's original runs).
+
+Across recipes (``mix``, ``finetune``, ``selftrain``; a record without ``recipe`` is
+``mix``) the verdict answers two questions, each by more than the seed spread:
+
+- **does the synthetic data help?** Some run group on synthetic or translated images
+  (any recipe) beats *every* baseline that uses no synthetic data: ``real-only`` of
+  ``mix`` and, when self-training ran, ``real-only`` of ``selftrain`` (the references
+  plus the unlabelled images). A gain from the unlabelled images is so never credited
+  to the synthetic data.
+- **does a translation help?** Method M beats the same recipe on the untouched
+  synthetic images (``translated+real`` against ``source+real``; in ``mix`` also
+  ``translated`` against ``source-only``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-BASELINES = ("source-only", "real-only", "source+real")
-PER_METHOD = ("translated", "translated+real")
-SETTINGS = ("source-only", "real-only", "source+real", "translated", "translated+real")
-
-SETTING_HELP = {
-    "source-only": "the synthetic images as they are",
-    "real-only": "the real references alone",
-    "source+real": "the untouched synthetic images mixed with the real references",
-    "translated": "the synthetic images after the method",
-    "translated+real": "the method's output mixed with the real references",
-}
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and spread of one number over seeds (``nan`` everywhere when no value)."""
-
-    values: tuple[float, ...]
-
-    @property
-    def n(self) -> int:
-        return len(self.values)
-
-    @property
-    def mean(self) -> float:
-        return sum(self.values) / self.n if self.n else math.nan
-
-    @property
-    def std(self) -> float:
-        """Sample standard deviation (``ddof=1``); 0 for a single value."""
-        if self.n < 2:
-            return 0.0 if self.n else math.nan
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (self.n - 1))
-
-    @property
-    def min(self) -> float:
-        return min(self.values) if self.n else math.nan
-
-    @property
-    def max(self) -> float:
-        return max(self.values) if self.n else math.nan
-
-    @property
-    def spread(self) -> float:
-        """``max - min`` over the seeds (0 for one seed)."""
-        return self.max - self.min if self.n else math.nan
-
-    def to_dict(self) -> dict:
-        return {
-            "mean": _clean(self.mean),
-            "std": _clean(self.std),
-            "min": _clean(self.min),
-            "max": _clean(self.max),
-            "n": self.n,
-            "values": [_clean(v) for v in self.values],
-        }
-
-
-def _clean(v: float) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 6)
-
-
-def stat(values: Iterable[float | None]) -> Stat:
-    """A :class:`Stat` of ``values``, dropping ``None`` and ``nan``."""
-    return Stat(tuple(float(v) for v in values if v is not None and not math.isnan(float(v))))
-
-
-def metric_value(run: dict, metric: str) -> float | None:
-    """One number of a run: ``miou``, ``pixel_accuracy``, ``iou:<class>`` or any run key."""
-    if metric.startswith("iou:"):
-        return (run.get("iou") or {}).get(metric[4:])
-    v = run.get(metric)
-    return float(v) if isinstance(v, (int, float)) else None
-
-
-def metric_label(metric: str) -> str:
-    """Human name of a metric key: ``iou:cracks`` -> ``cracks IoU``."""
-    if metric.startswith("iou:"):
-        return f"{metric[4:]} IoU"
-    return {"miou": "mIoU", "pixel_accuracy": "pixel accuracy"}.get(metric, metric)
-
-
-def group_key(setting: str, method: str | None) -> str:
-    """The display key of a (setting, method) pair: ``translated+real [reinhard]``."""
-    return setting if method is None else f"{setting} [{method}]"
-
-
-def aggregate(runs: Sequence[dict], metric: str) -> dict[tuple[str, str | None], Stat]:
-    """``{(setting, method): Stat of metric over seeds}`` for every pair present in ``runs``."""
-    groups: dict[tuple[str, str | None], list[float | None]] = {}
-    for r in runs:
-        groups.setdefault((r["setting"], r.get("method")), []).append(metric_value(r, metric))
-    return {k: stat(v) for k, v in groups.items()}
-
-
-@dataclass
-class Comparison:
-    """``a`` (a method's setting) against ``b`` (a baseline), on one metric."""
-
-    a: str
-    b: str
-    margin: float  # mean(a) - mean(b)
-    spread: float  # max(range(a), range(b))
-
-    @property
-    def beats(self) -> bool:
-        return self.margin > self.spread
-
-    @property
-    def loses(self) -> bool:
-        return -self.margin > self.spread
-
-    @property
-    def word(self) -> str:
-        if self.beats:
-            return "beats"
-        if self.loses:
-            return "loses to"
-        return "ties with" if self.margin == 0 else ("is within noise of")
-
-    def sentence(self, label: str) -> str:
-        return (
-            f"{self.a} {self.word} {self.b}: {self.margin:+.3f} {label} "
-            f"(seed spread {self.spread:.3f})"
-        )
-
-
-def compare(stats: dict, a: tuple[str, str | None], b: tuple[str, str | None]) -> Comparison | None:
-    sa, sb = stats.get(a), stats.get(b)
-    if sa is None or sb is None or not sa.n or not sb.n:
-        return None
-    return Comparison(group_key(*a), group_key(*b), sa.mean - sb.mean, max(sa.spread, sb.spread))
+from synth2real.pilot.stats import (  # noqa: F401  (re-exported: the verdict's vocabulary)
+    BASELINES,
+    PER_METHOD,
+    RECIPE_HELP,
+    RECIPE_SETTINGS,
+    SETTING_HELP,
+    SETTINGS,
+    SYNTHETIC,
+    Comparison,
+    Key,
+    Stat,
+    _clean,
+    aggregate,
+    compare,
+    display_key,
+    fmt_stat,
+    group_key,
+    metric_label,
+    metric_value,
+    run_key,
+    stat,
+)
 
 
 @dataclass
@@ -175,29 +77,57 @@ class MethodVerdict:
             "status": self.status,
             "summary": self.summary,
             "mean": _clean(self.mean),
-            "comparisons": [
-                {
-                    "a": c.a,
-                    "b": c.b,
-                    "margin": _clean(c.margin),
-                    "spread": _clean(c.spread),
-                    "result": c.word,
-                }
-                for c in self.comparisons
-            ],
+            "comparisons": [_comparison_dict(c) for c in self.comparisons],
         }
 
 
 @dataclass
+class Question:
+    """One of the verdict's two questions across recipes: ``answer`` is ``yes``, ``no``
+    or ``incomplete``; ``best`` the key that answers it (or comes closest)."""
+
+    question: str
+    answer: str
+    summary: str
+    best: Key | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
+    by_recipe: dict[str, str] = field(default_factory=dict)  # each recipe's closest run
+
+    def to_dict(self) -> dict:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "summary": self.summary,
+            "by_recipe": self.by_recipe,
+            "best": list(self.best) if self.best else None,
+            "comparisons": [_comparison_dict(c) for c in self.comparisons],
+        }
+
+
+def _comparison_dict(c: Comparison) -> dict:
+    return {
+        "a": c.a,
+        "b": c.b,
+        "margin": _clean(c.margin),
+        "spread": _clean(c.spread),
+        "result": c.word,
+    }
+
+
+@dataclass
 class Verdict:
-    """The pilot's answer: which method to use, by how much, and which methods hurt."""
+    """The pilot's answer: which method (and recipe) to use, by how much, and which
+    methods hurt. ``questions``: ``synthetic`` (does the synthetic data help?) and
+    ``translation`` (does a translation help?)."""
 
     metric: str
     headline: str
     recommended: str | None
-    best: tuple[str, str | None] | None
+    best: Key | None
     methods: dict[str, MethodVerdict]
     notes: list[str] = field(default_factory=list)
+    questions: dict[str, Question] = field(default_factory=dict)
+    recommended_recipe: str | None = None
 
     @property
     def winners(self) -> list[str]:
@@ -212,35 +142,32 @@ class Verdict:
             "metric": self.metric,
             "headline": self.headline,
             "recommended": self.recommended,
+            "recommended_recipe": self.recommended_recipe,
             "best": list(self.best) if self.best else None,
             "winners": self.winners,
             "hurting": self.hurting,
             "methods": {m: v.to_dict() for m, v in self.methods.items()},
+            "questions": {k: q.to_dict() for k, q in self.questions.items()},
             "notes": self.notes,
         }
 
 
-def _fmt(s: Stat) -> str:
-    if s.n > 1:
-        return f"{s.mean:.3f} ({s.min:.3f}..{s.max:.3f}, {s.n} seeds)"
-    return f"{s.mean:.3f} (1 seed)"
-
-
 def method_verdict(method: str, stats: dict, label: str) -> MethodVerdict:
-    """Apply the win/hurt rule to one method (see the module docstring)."""
-    tr = (("translated+real", method), ("source+real", None))
-    c_sr = compare(stats, *tr)
-    c_ro = compare(stats, ("translated+real", method), ("real-only", None))
-    c_so = compare(stats, ("translated", method), ("source-only", None))
+    """Apply the win/hurt rule to one method in the ``mix`` recipe (module docstring)."""
+    tr_key = ("mix", "translated+real", method)
+    sr, ro, so = (
+        ("mix", "source+real", None),
+        ("mix", "real-only", None),
+        ("mix", "source-only", None),
+    )
+    c_sr = compare(stats, tr_key, sr)
+    c_ro = compare(stats, tr_key, ro)
+    c_so = compare(stats, ("mix", "translated", method), so)
     comps = [c for c in (c_sr, c_ro, c_so) if c is not None]
-    s = stats.get(("translated+real", method))
+    s = stats.get(tr_key)
     mean = s.mean if s is not None else math.nan
     if c_sr is None or c_ro is None:
-        missing = [
-            group_key(*k)
-            for k in (("translated+real", method), ("source+real", None), ("real-only", None))
-            if k not in stats or not stats[k].n
-        ]
+        missing = [display_key(k) for k in (tr_key, sr, ro) if k not in stats or not stats[k].n]
         return MethodVerdict(
             method, "incomplete", f"{method}: no result yet for {', '.join(missing)}", comps, mean
         )
@@ -248,7 +175,7 @@ def method_verdict(method: str, stats: dict, label: str) -> MethodVerdict:
     if c_sr.beats and c_ro.beats:
         status = "wins"
         summary = (
-            f"{method} wins: translated+real {label} {_fmt(stats[('translated+real', method)])}, "
+            f"{method} wins: translated+real {label} {fmt_stat(stats[tr_key])}, "
             f"{c_sr.margin:+.3f} over source+real and {c_ro.margin:+.3f} over real-only, "
             f"more than the seed spread ({max(c_sr.spread, c_ro.spread):.3f})."
         )
@@ -270,6 +197,106 @@ def method_verdict(method: str, stats: dict, label: str) -> MethodVerdict:
     return MethodVerdict(method, status, summary, comps, mean)
 
 
+def no_synthetic_baselines(stats: dict) -> list[Key]:
+    """The runs without synthetic data every synthetic run must beat: ``real-only`` of
+    ``mix`` and, when self-training ran, ``real-only`` of ``selftrain`` (the references
+    plus the unlabelled images), so that what the unlabelled images give is never
+    credited to the synthetic data."""
+    keys: list[Key] = [("mix", "real-only", None)]
+    if any(k[0] == "selftrain" for k in stats):
+        keys.append(("selftrain", "real-only", None))
+    return keys
+
+
+def synthetic_question(stats: dict, methods: Sequence[str], label: str) -> Question:
+    """Does the synthetic data help? Yes when some run group on synthetic or translated
+    images (any recipe) beats every baseline without synthetic data by more than the
+    seed spread (:func:`no_synthetic_baselines`)."""
+    q = "Does the synthetic data help?"
+    bases = no_synthetic_baselines(stats)
+    missing = [display_key(b) for b in bases if b not in stats or not stats[b].n]
+    cands = [
+        k
+        for k, s in stats.items()
+        if s.n and k[1] in SYNTHETIC and (k[2] is None or k[2] in methods)
+    ]
+    if missing or not cands:
+        what = ", ".join(missing) if missing else "any run on synthetic data"
+        return Question(q, "incomplete", f"No result yet for {what}.")
+    comps = {c: [compare(stats, c, b) for b in bases] for c in cands}
+    base_names = " and ".join(display_key(b) for b in bases)
+
+    def slack(c: Key) -> float:  # the worst margin beyond the spread
+        return min(x.margin - x.spread for x in comps[c])
+
+    def worst(c: Key) -> Comparison:
+        return min(comps[c], key=lambda x: x.margin - x.spread)
+
+    by_recipe = {}
+    for rec in dict.fromkeys(k[0] for k in cands):
+        c = max((k for k in cands if k[0] == rec), key=slack)
+        w = worst(c)
+        by_recipe[rec] = f"{display_key(c)}: {w.margin:+.3f} {label} against {w.b} " + (
+            f"(seed spread {w.spread:.3f}), beating every baseline"
+            if slack(c) > 0
+            else f"(seed spread {w.spread:.3f}), short by {w.spread - w.margin:.3f}"
+        )
+    winners = sorted(
+        (c for c in cands if all(x.beats for x in comps[c])), key=lambda c: -stats[c].mean
+    )
+    if winners:
+        w = winners[0]
+        margins = ", ".join(f"{x.margin:+.3f} over {x.b}" for x in comps[w])
+        spread = max(x.spread for x in comps[w])
+        summary = (
+            f"Yes: {display_key(w)} {label} {fmt_stat(stats[w])}, {margins}, more than the "
+            f"seed spread ({spread:.3f})."
+        )
+        if len(winners) > 1:
+            summary += f" Also beating {base_names}: {', '.join(map(display_key, winners[1:]))}."
+        return Question(q, "yes", summary, w, comps[w], by_recipe)
+    c = max(cands, key=slack)
+    w = worst(c)
+    summary = (
+        f"No: no run on synthetic data beats {base_names} by more than the seed spread. "
+        f"Closest: {display_key(c)} at {fmt_stat(stats[c])}, {w.margin:+.3f} {label} "
+        f"against {w.b} (seed spread {w.spread:.3f}), short by {w.spread - w.margin:.3f}."
+    )
+    return Question(q, "no", summary, c, comps[c], by_recipe)
+
+
+def translation_question(stats: dict, methods: Sequence[str], label: str) -> Question:
+    """Does a translation help? Yes when method M, in some recipe, beats the same recipe
+    on the untouched synthetic images by more than the seed spread (``translated+real``
+    against ``source+real``; in ``mix`` also ``translated`` against ``source-only``)."""
+    q = "Does a translation help?"
+    pairs: list[tuple[Key, Key]] = []
+    for recipe in dict.fromkeys(k[0] for k in stats):
+        for m in methods:
+            pairs.append(((recipe, "translated+real", m), (recipe, "source+real", None)))
+            if recipe == "mix":
+                pairs.append(((recipe, "translated", m), (recipe, "source-only", None)))
+    comps = [(a, c) for a, b in pairs if (c := compare(stats, a, b)) is not None]
+    if not comps:
+        return Question(q, "incomplete", "No translated run with its untouched counterpart yet.")
+    comps.sort(key=lambda ac: -(ac[1].margin - ac[1].spread))
+    beats = [(a, c) for a, c in comps if c.beats]
+    losing = [c for _, c in comps if c.loses]
+    if beats:
+        summary = "Yes: " + "; ".join(c.sentence(label) for _, c in beats) + "."
+        answer, best = "yes", beats[0][0]
+    else:
+        a, c = comps[0]
+        summary = (
+            "No: no translation beats the untouched synthetic images of the same recipe by "
+            f"more than the seed spread. Closest: {c.sentence(label)}."
+        )
+        answer, best = "no", a
+    if losing:
+        summary += " Worse than untouched: " + "; ".join(c.sentence(label) for c in losing) + "."
+    return Question(q, answer, summary, best, [c for _, c in comps])
+
+
 def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -> Verdict:
     """The pilot's verdict on ``methods`` from finished ``runs``, judged on ``metric``.
 
@@ -281,6 +308,10 @@ def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -
     label = metric_label(metric)
     stats = aggregate(runs, metric)
     verdicts = {m: method_verdict(m, stats, label) for m in methods}
+    questions = {
+        "synthetic": synthetic_question(stats, methods, label),
+        "translation": translation_question(stats, methods, label),
+    }
     notes = []
     seeds = {s.n for s in stats.values() if s.n}
     if seeds and max(seeds) < 2:
@@ -288,7 +319,7 @@ def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -
             "Only one seed per setting: no seed spread was measured, so any margin counts. Use 3 seeds or more."
         )
     ranked = sorted(
-        ((k, s) for k, s in stats.items() if s.n and (k[1] is None or k[1] in methods)),
+        ((k, s) for k, s in stats.items() if s.n and (k[2] is None or k[2] in methods)),
         key=lambda kv: kv[1].mean,
         reverse=True,
     )
@@ -297,26 +328,56 @@ def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -
         (m for m, v in verdicts.items() if v.status == "wins"), key=lambda m: -verdicts[m].mean
     )
     hurting = [m for m, v in verdicts.items() if v.status == "hurts"]
-    if winners:
-        rec = winners[0]
+    rec, rec_recipe = (winners[0], "mix") if winners else (None, None)
+    if any(k[0] != "mix" for k in stats):
+        rec, rec_recipe, headline = _recipes_headline(questions, stats, label)
+    elif winners:
         headline = f"Use {rec}. " + verdicts[rec].summary.split(": ", 1)[1]
         if len(winners) > 1:
             headline += f" Also winning: {', '.join(winners[1:])}."
     elif not stats:
-        rec = None
         headline = "No finished runs yet."
     else:
-        rec = None
         headline = f"No method wins on {label}."
         if best is not None:
-            headline += f" Best measured: {group_key(*best)} at {_fmt(stats[best])}."
-            if best == ("real-only", None):
+            headline += f" Best measured: {display_key(best)} at {fmt_stat(stats[best])}."
+            if best == ("mix", "real-only", None):
                 headline += " The few real images alone did at least as well as any synthetic mix at this budget."
-            elif best == ("source+real", None):
+            elif best == ("mix", "source+real", None):
                 headline += " Mixing the untouched synthetic images with the real ones did best: translation did not add a measurable gain."
     if hurting:
         headline += f" Hurts: {', '.join(hurting)} (worse than the untouched synthetic data by more than the seed spread)."
     incomplete = [m for m, v in verdicts.items() if v.status == "incomplete"]
     if incomplete:
         notes.append(f"Incomplete (runs missing): {', '.join(incomplete)}.")
-    return Verdict(metric, headline, rec, best, verdicts, notes)
+    return Verdict(metric, headline, rec, best, verdicts, notes, questions, rec_recipe)
+
+
+def _recipes_headline(
+    questions: dict[str, Question], stats: dict, label: str
+) -> tuple[str | None, str | None, str]:
+    """``(method, recipe, headline)`` of a pilot that ran more than the mix recipe: the
+    answers to the two questions; a method is recommended only when its run group beats
+    every baseline without synthetic data *and* the same recipe on untouched images."""
+    syn, tra = questions["synthetic"], questions["translation"]
+    detail = syn.summary.split(": ", 1)[-1]
+    if syn.answer == "yes" and syn.best is not None:
+        recipe, _, method = syn.best
+        gain = next((c for c in tra.comparisons if c.beats and c.a == display_key(syn.best)), None)
+        if method is not None and gain is not None:
+            head = (
+                f"Use {method} with the {recipe} recipe: {detail} Its translation beats "
+                f"{gain.b} by {gain.margin:+.3f} (seed spread {gain.spread:.3f})."
+            )
+            return method, recipe, head
+        head = f"Use the untouched synthetic images with the {recipe} recipe: {detail}"
+        if method is not None:
+            head += f" (The translation of {method} adds nothing beyond the seed spread.)"
+        return None, recipe, head
+    if syn.answer == "incomplete":
+        head = f"Does the synthetic data help? Not known yet: {detail}"
+    else:
+        head = f"No use of the synthetic data wins on {label}: {detail}"
+    if tra.answer == "yes":
+        head += " Within a recipe, a translation helps: " + tra.summary.split(": ", 1)[-1]
+    return None, None, head

@@ -5,7 +5,8 @@ metadata, one JSON document (key ``synth2real``) with everything needed to rebui
 use the model without the training data: registry name, architecture arguments, class
 names / colours / ignore index, the train config and iteration. Training-state files
 (``last.safetensors``) also hold the optimizer state under ``optim.*`` (and the
-optimizer's hyper-parameters in the JSON), so a stopped run resumes exactly.
+optimizer's hyper-parameters in the JSON) and, for self-training, the teacher under
+``teacher.*``, so a stopped run resumes exactly.
 
 Files are written atomically (temporary file + rename).
 """
@@ -56,11 +57,14 @@ def save_checkpoint(
     model: SegmentationModel,
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
     """Write ``model`` (and ``optimizer``) with ``meta`` to ``path`` atomically.
 
     ``meta`` is completed with ``model``, ``model_kwargs`` and ``num_classes`` from the
-    model; it must be JSON-serialisable.
+    model; it must be JSON-serialisable. ``extra`` modules are stored whole (parameters
+    and buffers) under their key: ``{"teacher": t}`` -> ``teacher.*`` (read them back
+    with ``read_tensors(path, "teacher.")``).
     """
     path = Path(path)
     meta = {
@@ -71,6 +75,10 @@ def save_checkpoint(
         "num_classes": model.num_classes,
     }
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for prefix, module in (extra or {}).items():
+        tensors.update(
+            {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        )
     if optimizer is not None:
         opt_tensors, opt_info = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)

@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from synth2real.errors import ConfigError, DataError
+from synth2real.segment.recipe_options import RCSConfig, SelfTrainConfig
 
+#: how the data is used: ``mix`` (every dataset mixed by weight from the first step),
+#: ``finetune`` (the mix, then the last dataset alone at a lower learning rate),
+#: ``selftrain`` (the mix plus a mean teacher's ClassMix on unlabelled images)
+RECIPES = ("mix", "finetune", "selftrain")
 SCHEDULES = ("cosine", "poly", "constant")
 CLASS_WEIGHTINGS = ("none", "frequency")
 #: fields that change how fast a run goes, not what it computes: a run may resume with
@@ -39,10 +44,35 @@ ALIASES = {"batch": "batch_size", "iters": "iterations", "steps": "iterations"}
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SelfTrainConfig, RCSConfig):
     """Everything that defines a training run (stored in the checkpoint).
 
+    The self-training keys ``st_*`` are those of
+    :class:`~synth2real.segment.recipe_options.SelfTrainConfig`, the rare-class sampling
+    keys ``rcs*`` those of :class:`~synth2real.segment.recipe_options.RCSConfig` (their
+    defaults and sources are documented there); the others:
+
     Args:
+        recipe: how the datasets are used, one of :data:`RECIPES` (default ``"mix"``:
+            every crop drawn from dataset ``i`` with its mixing weight, all run long).
+            ``"finetune"``: the first ``ft_split`` of the iterations as ``"mix"``, the
+            rest on the *last* dataset alone (the references) from ``ft_lr_scale * lr``;
+            needs >= 2 datasets. ``"selftrain"``: ``"mix"`` plus, every step, a ClassMix
+            batch of unlabelled real images pseudo-labelled by an EMA teacher
+            (:mod:`synth2real.segment.selftrain`); needs unlabelled images.
+        ft_split: share of the iterations of fine-tuning's phase 1, rounded to whole
+            iterations, each phase getting at least one (default 0.9, measured: below).
+        ft_lr_scale: peak learning rate of phase 2 as a factor of ``lr`` (default 0.1,
+            measured: below). Each phase has its own schedule, as a run of its length: a
+            linear warm-up of ``min(warmup, phase // 10)`` iterations, then
+            ``schedule`` from its peak (phase 1: ``lr``, phase 2: ``ft_lr_scale * lr``).
+            Tried (``benchmarks/finetune_sweep.py``, ``docs/benchmarks/finetune_sweep.md``;
+            cracks, small-unet at 300 iterations, 3 seeds): ``ft_split`` 0.5, 0.8, 0.9 x
+            ``ft_lr_scale`` 1.0, 0.1. 0.9 / 0.1 scored best (crack IoU 0.192 ± 0.017),
+            then 0.8 / 0.1 (0.182 ± 0.039); a phase 2 at the full ``lr`` or longer than
+            half the run did worse (0.158..0.171). Every difference is within the seed
+            spread (0.02..0.04), and the plain ``mix`` scored 0.190 ± 0.024: at this
+            budget fine-tuning ties mixing, it does not beat it.
         model: registered model name (default ``"small-unet"``; see ``list_models()``).
         model_kwargs: architecture options of the model (default ``{}``).
         pretrained: pretrained weights: ``None`` (default) the model's default when
@@ -92,6 +122,9 @@ class TrainConfig:
             the current one trains (default True; the batches are the same either way).
     """
 
+    recipe: str = "mix"
+    ft_split: float = 0.9
+    ft_lr_scale: float = 0.1
     model: str = "small-unet"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str | None = None
@@ -150,6 +183,17 @@ class TrainConfig:
         def bad(name: str, why: str) -> None:
             raise ConfigError(f"TrainConfig.{name}: {why} (got {getattr(self, name)!r})")
 
+        SelfTrainConfig.validate(self)
+        RCSConfig.validate(self)
+        if self.recipe not in RECIPES:
+            bad("recipe", f"must be one of {RECIPES}")
+        if not 0 < self.ft_split < 1:
+            bad("ft_split", "must be in (0, 1)")
+        if self.recipe == "finetune" and self.iterations < 2:
+            bad("ft_split", f"leaves a fine-tuning phase empty at {self.iterations} iterations")
+        if not self.ft_lr_scale > 0:
+            bad("ft_lr_scale", "must be > 0")
+
         if isinstance(self.crop, (list, tuple)):
             if len(self.crop) != 2:
                 bad("crop", "an int or (height, width)")
@@ -191,9 +235,18 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, dict):
             bad("model_kwargs", "must be a dict")
 
+    @property
+    def ft_phase1(self) -> int:
+        """Iterations of fine-tuning's phase 1: ``round(ft_split * iterations)``, kept
+        within ``[1, iterations - 1]`` so that each phase has at least one."""
+        return min(max(1, round(self.ft_split * self.iterations)), self.iterations - 1)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """JSON-able dict (tuples become lists); the recipe keys ``st_*``, ``rcs*`` last."""
+        d = dataclasses.asdict(self)
+        mixed_in = [f.name for c in (SelfTrainConfig, RCSConfig) for f in dataclasses.fields(c)]
+        d = {**{k: v for k, v in d.items() if k not in mixed_in}, **{k: d[k] for k in mixed_in}}
+        return json.loads(json.dumps(d))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], option: str = "train config") -> TrainConfig:

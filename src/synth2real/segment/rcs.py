@@ -17,67 +17,20 @@ capped) label maps, computed by :func:`class_pixel_counts`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from synth2real.errors import ConfigError
+from synth2real.segment.recipe_options import RCSConfig
+
+__all__ = [
+    "RCSConfig", "RareClassSampler", "class_pixel_counts", "class_probabilities",
+    "crop_with_class", "image_pools",
+]  # fmt: skip
 
 Crop = TypeVar("Crop", bound=tuple)
-
-
-@dataclass
-class RCSConfig:
-    """Rare-class sampling options (keys ``rcs*`` of ``--set`` / ``--budget``).
-
-    Args:
-        rcs: draw labelled crops by rare-class sampling (default False: uniform, as now).
-        rcs_temperature: ``T`` of ``softmax((1 - f_c) / T)``; smaller favours rare classes
-            more (default 0.01: DAFormer ``class_temp=0.01``). With one class at 3 % of the
-            pixels and background at 97 %, T = 0.01 draws the rare class with probability
-            ``1 - e^-94``, i.e. always.
-        rcs_min_pixels: an image is a candidate for class ``c`` when it holds more than
-            this many pixels of ``c`` (default 3000: DAFormer ``min_pixels=3000``, counted
-            on GTA's full-resolution labels). A class that no image holds that much of
-            falls back to every image holding any of it (DAFormer asserts instead).
-        rcs_min_crop_ratio: a crop is kept when it holds more than
-            ``ratio * min(rcs_min_pixels, pixels of c in the image)`` pixels of ``c``
-            (default 0.5: DAFormer ``min_crop_ratio=0.5``, whose threshold is
-            ``ratio * min_pixels``; the ``min`` only changes fallback images); 0 keeps the
-            first crop.
-        rcs_crop_retries: crops redrawn at most before the last one is kept whatever it
-            holds (default 10: DAFormer's ``for j in range(10)``).
-    """
-
-    rcs: bool = False
-    rcs_temperature: float = 0.01
-    rcs_min_pixels: int = 3000
-    rcs_min_crop_ratio: float = 0.5
-    rcs_crop_retries: int = 10
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field."""
-
-        def bad(name: str, why: str) -> None:
-            raise ConfigError(f"RCSConfig.{name}: {why} (got {getattr(self, name)!r})")
-
-        if not self.rcs_temperature > 0:
-            bad("rcs_temperature", "must be > 0")
-        if self.rcs_min_pixels < 0:
-            bad("rcs_min_pixels", "must be >= 0")
-        if not 0 <= self.rcs_min_crop_ratio <= 1:
-            bad("rcs_min_crop_ratio", "must be in [0, 1]")
-        if self.rcs_crop_retries < 0:
-            bad("rcs_crop_retries", "must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def class_pixel_counts(label: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:

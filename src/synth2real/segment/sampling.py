@@ -104,6 +104,8 @@ class SampleLoader:
         cache: keep decoded pairs in RAM (process-wide LRU) so that each file is decoded
             once per process rather than once per draw.
         cache_max_bytes: the cache budget (the largest budget asked for wins).
+        labels: ``False`` for unlabelled images (self-training): label files are not
+            read and :meth:`load` returns an all-zero label map.
     """
 
     def __init__(
@@ -112,10 +114,12 @@ class SampleLoader:
         max_size: int | None = None,
         cache: bool = True,
         cache_max_bytes: int = 4 << 30,
+        labels: bool = True,
     ):
         self.dataset = dataset
         self.max_size = max_size
         self.cache = cache
+        self.labels = labels
         if cache:
             _CACHE.max_bytes = max(_CACHE.max_bytes, int(cache_max_bytes))
 
@@ -124,6 +128,8 @@ class SampleLoader:
 
     def _key(self, s: Sample) -> tuple:
         def stamp(p):
+            if p is None:
+                return None
             try:
                 st = p.stat()
                 return (str(p), st.st_mtime_ns, st.st_size)
@@ -134,7 +140,7 @@ class SampleLoader:
         return (
             type(self.dataset).__qualname__,
             stamp(s.image_path),
-            stamp(s.label_path),
+            stamp(s.label_path) if self.labels else "no-labels",
             self.max_size,
             ign,
             s.name,
@@ -152,11 +158,15 @@ class SampleLoader:
             hit = _CACHE.get(key)
             if hit is not None:
                 return hit
-        if s.label_path is None:
+        if not self.labels:
+            image = self.dataset.image(s)
+            label = np.zeros(image.shape[:2], np.uint8)
+        elif s.label_path is None:
             raise DataError(
                 s.image_path, "training needs a label map for every image; this one has none"
             )
-        image, label = self.dataset.pair(s)  # checks that the sizes agree
+        else:
+            image, label = self.dataset.pair(s)  # checks that the sizes agree
         assert label is not None
         image, label = downscale(image, label.astype(np.uint8, copy=False), self.max_size)
         image.setflags(write=False)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,12 +44,15 @@ from synth2real.segment.config import RUNTIME_FIELDS, TrainConfig
 from synth2real.segment.device import resolve_device, torch_threads
 from synth2real.segment.losses import class_weights_from_frequencies, segmentation_loss
 from synth2real.segment.models import create_model
-from synth2real.segment.sampling import (
-    SampleLoader,
-    augment,
-    dataset_fingerprint,
-    mixing_weights,
+from synth2real.segment.recipes import (
+    Batch,
+    BatchSampler,
+    SelfTrainer,
+    bar_fields,
+    check_recipe,
+    learning_rate,
 )
+from synth2real.segment.sampling import SampleLoader, dataset_fingerprint, mixing_weights
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "last.safetensors"
@@ -67,6 +69,8 @@ class TrainResult:
         losses: the training loss of every iteration.
         resumed_from: iteration this call started at (0: fresh; ``iterations``: the run
             was already finished and nothing was trained).
+        mix_losses: self-training: the ClassMix loss ``L_mix`` of every iteration
+            (``losses`` holds ``L_sup + st_mix_weight * L_mix``); else empty.
     """
 
     checkpoint: Path
@@ -74,21 +78,7 @@ class TrainResult:
     iterations: int
     losses: list[float]
     resumed_from: int = 0
-
-
-def learning_rate(it: int, cfg: TrainConfig) -> float:
-    """Learning rate of iteration ``it`` (0-based): linear warm-up, then ``cfg.schedule``."""
-    peak = cfg.effective_lr
-    warm = min(cfg.warmup, cfg.iterations // 10)
-    if it < warm:
-        return peak * (it + 1) / (warm + 1)
-    if cfg.schedule == "constant":
-        return peak
-    t = (it - warm) / max(1, cfg.iterations - warm)
-    if cfg.schedule == "poly":
-        return peak * (1 - t) ** 0.9
-    floor = 0.01 * peak
-    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    mix_losses: list[float] = field(default_factory=list)
 
 
 def _check_datasets(datasets: Sequence[Dataset]) -> None:
@@ -154,29 +144,9 @@ def _class_frequencies(
     return total
 
 
-def _make_batch(
-    loaders: list[SampleLoader], probs: np.ndarray, it: int, cfg: TrainConfig, ignore_index: int
-) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng([cfg.seed, it])
-    images, labels = [], []
-    for _ in range(cfg.batch_size):
-        d = int(rng.choice(len(loaders), p=probs))
-        i = int(rng.integers(len(loaders[d])))
-        image, label = loaders[d].load(i)
-        img, lab = augment(
-            image,
-            label,
-            rng,
-            crop=cfg.crop_hw,
-            scale_range=cfg.scale_range,
-            hflip=cfg.hflip,
-            vflip=cfg.vflip,
-            jitter=cfg.color_jitter,
-            ignore_index=ignore_index,
-        )
-        images.append(img)
-        labels.append(lab)
-    return np.stack(images), np.stack(labels)
+def _make_batch(sampler: BatchSampler, it: int) -> Batch:
+    """The crops of iteration ``it`` (a module-level function so that tests can watch it)."""
+    return sampler.draw(it)
 
 
 class _DeferredInterrupt:
@@ -206,6 +176,8 @@ class _DeferredInterrupt:
 def _same_run(meta: dict, run: dict) -> list[str]:
     """Keys of ``run`` whose stored value differs (empty: the same run)."""
     stored_cfg = {k: v for k, v in meta.get("train_config", {}).items() if k not in RUNTIME_FIELDS}
+    if stored_cfg:  # keys added since the run was stored had their default there
+        stored_cfg = {**TrainConfig().result_dict(), **stored_cfg}
     diff = [
         f"train_config.{k}"
         for k in run["train_config"]
@@ -216,21 +188,26 @@ def _same_run(meta: dict, run: dict) -> list[str]:
         v = json.loads(json.dumps(v))
         if k == "data" and isinstance(v, list):  # where the data lies does not matter
             v = [{kk: vv for kk, vv in d.items() if kk != "root"} for d in v]
+        if k == "unlabeled" and isinstance(v, dict):
+            v = {kk: vv for kk, vv in v.items() if kk != "root"}
         return v
 
-    for k in ("data", "weights", "classes"):
+    for k in ("data", "weights", "classes", "unlabeled"):
         if norm(k, meta.get(k)) != norm(k, run[k]):
             diff.append(k)
     return diff
 
 
-@guarded("out_dir", "train", lambda a: {"--data": a["datasets"]})  # checked, then locked
+@guarded(
+    "out_dir", "train", lambda a: {"--data": a["datasets"], "--unlabeled": a["unlabeled"]}
+)  # checked, then locked
 def train(
     datasets: Sequence[Dataset] | Dataset,
     cfg: TrainConfig | None = None,
     out_dir: str | Path = "runs/train",
     *,
     weights: Sequence[float] | None = None,
+    unlabeled: Dataset | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
@@ -242,7 +219,10 @@ def train(
         out_dir: output folder: ``model.safetensors`` + ``model.json`` when done,
             ``last.safetensors`` while running.
         weights: probability of drawing each dataset (normalised); default
-            ``cfg.real_fraction`` for the last dataset, else proportional to size.
+            ``cfg.real_fraction`` for the last dataset, else proportional to size. With
+            ``recipe="finetune"``, the weights of phase 1 (phase 2 draws the last dataset).
+        unlabeled: unlabelled real images (:func:`~synth2real.data.unlabeled.open_unlabeled`)
+            for ``recipe="selftrain"`` (required there, refused by the other recipes).
         resume: continue a stopped run found in ``out_dir`` (and return a finished one
             as it is); ``False`` starts afresh and replaces whatever checkpoint is there.
         progress: show a progress bar with the loss and iterations per second.
@@ -251,7 +231,8 @@ def train(
         :class:`TrainResult`.
 
     Raises:
-        ConfigError: bad config, weights, or datasets (empty, unlabelled, different classes).
+        ConfigError: bad config, weights, or datasets (empty, unlabelled, different
+            classes); a recipe without what it needs (see :class:`TrainConfig`).
         OutputExistsError: ``out_dir`` holds a run with other data or config and
             ``resume`` is True.
         DataError: an unreadable image or label.
@@ -262,6 +243,7 @@ def train(
         datasets = [datasets]
     datasets = list(datasets)
     _check_datasets(datasets)
+    check_recipe(cfg, datasets, unlabeled)
     classes = datasets[0].classes
     k, ignore = classes.num_classes, classes.ignore_index
     probs = mixing_weights([len(d) for d in datasets], weights, cfg.real_fraction)
@@ -280,6 +262,13 @@ def train(
         ],
         "weights": [float(p) for p in probs],
         "classes": classes.to_dict(),
+        "unlabeled": None
+        if unlabeled is None
+        else {
+            "root": str(unlabeled.root),
+            "samples": len(unlabeled),
+            "fingerprint": dataset_fingerprint(unlabeled),
+        },
     }
 
     if not resume:
@@ -299,6 +288,7 @@ def train(
             int(meta["iteration"]),
             list(meta["losses"]),
             int(meta["iteration"]),
+            list(meta.get("mix_losses", [])),
         )
 
     device = resolve_device(cfg.device)
@@ -333,12 +323,14 @@ def train(
             ],
             lr=cfg.effective_lr,
         )
-        loaders = [
-            SampleLoader(d, cfg.max_size, cfg.cache, int(cfg.cache_max_gb * (1 << 30)))
-            for d in datasets
-        ]
+        cache_bytes = int(cfg.cache_max_gb * (1 << 30))
+        loaders = [SampleLoader(d, cfg.max_size, cfg.cache, cache_bytes) for d in datasets]
+        unl = None if unlabeled is None else SampleLoader(
+            unlabeled, cfg.max_size, cfg.cache, cache_bytes, labels=False
+        )  # fmt: skip
 
-        start, losses, seconds_before = 0, [], 0.0
+        start, losses, mix_losses, seconds_before = 0, [], [], 0.0
+        teacher_state = None
         class_weights: list[float] | None = None
         if resuming:
             meta = read_meta(state_path)
@@ -354,6 +346,9 @@ def train(
                 opt.load_state_dict(opt_state)
             start = int(meta["iteration"])
             losses = [float(v) for v in meta["losses"]]
+            mix_losses = [float(v) for v in meta.get("mix_losses", [])]
+            if cfg.recipe == "selftrain":
+                teacher_state = read_tensors(state_path, "teacher.")
             seconds_before = float(meta["seconds"])
             class_weights = meta.get("class_weights")
         elif cfg.class_weighting == "frequency":
@@ -362,6 +357,9 @@ def train(
         cw_tensor = (
             torch.tensor(class_weights, device=device) if class_weights is not None else None
         )
+        sampler = BatchSampler(loaders, probs, cfg, k, ignore, unl)
+        st = SelfTrainer(model, cfg, ignore, teacher_state) if cfg.recipe == "selftrain" else None
+        extra = {"teacher": st.teacher} if st is not None else None
 
         use_amp = cfg.amp and device.type == "cuda" or cfg.cpu_amp and device.type == "cpu"
         amp_dtype = (
@@ -378,6 +376,7 @@ def train(
                 "ignore_index": ignore,
                 "iteration": done,
                 "losses": losses,
+                **({"mix_losses": mix_losses} if st is not None else {}),
                 "seconds": seconds,
                 "class_weights": class_weights,
                 "device": str(device),
@@ -391,7 +390,10 @@ def train(
         with (
             _DeferredInterrupt() as interrupt,
             progress_bar(
-                cfg.iterations, f"training {cfg.model}", enabled=progress, completed=start
+                cfg.iterations,
+                f"training {cfg.model}" + (f" ({cfg.recipe})" if cfg.recipe != "mix" else ""),
+                enabled=progress,
+                completed=start,
             ) as bar,
             contextlib.ExitStack() as stack,
         ):
@@ -403,24 +405,13 @@ def train(
                 lr = learning_rate(it, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                if pending is not None:
-                    images, labels = pending.result()
-                else:
-                    images, labels = _make_batch(loaders, probs, it, cfg, ignore)
+                batch = pending.result() if pending is not None else _make_batch(sampler, it)
                 pending = None
                 if pool is not None and it + 1 < cfg.iterations:
                     # decode + augment the next batch while this one trains
-                    pending = pool.submit(_make_batch, loaders, probs, it + 1, cfg, ignore)
-                x = (
-                    torch.from_numpy(images)
-                    .to(device, non_blocking=True)
-                    .permute(0, 3, 1, 2)
-                    .float()
-                    .div_(255)
-                )
-                if not cfg.channels_last:
-                    x = x.contiguous()
-                y = torch.from_numpy(labels).to(device, non_blocking=True).long()
+                    pending = pool.submit(_make_batch, sampler, it + 1)
+                x = _to_input(batch.images, device, cfg.channels_last)
+                y = torch.from_numpy(batch.labels).to(device, non_blocking=True).long()
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     logits = model(x)
                 loss = segmentation_loss(
@@ -431,27 +422,35 @@ def train(
                     class_weights=cw_tensor,
                     dice_weight=cfg.dice_weight,
                 )
+                if st is not None:
+                    l_mix = st.mixed_loss(
+                        model, x, y,
+                        _to_input(batch.target, device, cfg.channels_last),
+                        torch.from_numpy(batch.target_valid).to(device),
+                        it,
+                        lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp),
+                        loss=cfg.loss, class_weights=cw_tensor, dice_weight=cfg.dice_weight,
+                    )  # fmt: skip
+                    mix_losses.append(float(l_mix.detach()))
+                    loss = loss + cfg.st_mix_weight * l_mix
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+                if st is not None:
+                    st.update(model, it)
                 losses.append(float(loss.detach()))
                 done = it + 1
                 elapsed = time.perf_counter() - t0
-                recent = losses[-20:]
                 bar.advance(
-                    loss=f"{sum(recent) / len(recent):.4f}",
+                    **bar_fields(cfg, it, losses, mix_losses),
                     it_s=f"{(done - start) / max(elapsed, 1e-9):.2f}",
                 )
+                if interrupt.hit or (done % cfg.save_every == 0 and done < cfg.iterations):
+                    meta = meta_now(done, seconds_before + elapsed)
+                    save_checkpoint(state_path, model, meta, opt, extra)
                 if interrupt.hit:
-                    save_checkpoint(
-                        state_path, model, meta_now(done, seconds_before + elapsed), opt
-                    )
                     raise KeyboardInterrupt
-                if done % cfg.save_every == 0 and done < cfg.iterations:
-                    save_checkpoint(
-                        state_path, model, meta_now(done, seconds_before + elapsed), opt
-                    )
 
         seconds = seconds_before + time.perf_counter() - t0
         model.eval()
@@ -461,7 +460,13 @@ def train(
         sidecar["loss_first_last"] = [losses[0], losses[-1]] if losses else []
         atomic_write_text(out_dir / "model.json", json.dumps(sidecar, indent=1) + "\n")
         state_path.unlink(missing_ok=True)
-    return TrainResult(final_path, seconds, done, list(losses), start)
+    return TrainResult(final_path, seconds, done, list(losses), start, list(mix_losses))
+
+
+def _to_input(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """``BxHxWx3 uint8`` -> the model's ``Bx3xHxW float`` in ``[0, 1]`` on ``device``."""
+    x = torch.from_numpy(images).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    return x if channels_last else x.contiguous()
 
 
 def _version() -> str:

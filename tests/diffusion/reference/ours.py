@@ -3,9 +3,9 @@ inversion (or drawing their own noise), recorded at every step.
 
 Everything here goes through synth2real's public entry points, nothing is patched:
 
-- the walk: ``cross_image.cross_image_walk`` with ``content_levels`` (the levels of the
+- the walk: ``walk.cross_image_walk`` with ``content_levels`` (the levels of the
   official inversion to walk from) and ``callback`` (the out latents before and after
-  every step's AdaIN), on a ``cross_image.ReferenceBank`` built from given ``levels``;
+  every step's AdaIN), on a ``bank.ReferenceBank`` built from given ``levels``;
   ``config.CrossImageConfig`` with ``reference_quirks``; ``freeu.install_freeu``;
 - StyleID: ``styleid.styleid_transfer`` with ``callback`` (the latent sampling starts
   from and after every step), ``config.StyleIDConfig`` with ``reference_quirks``;
@@ -162,9 +162,10 @@ def walk(
             ``options.shared_noise``, the reference's draws).
     """
     from synth2real.diffusion.adain import class_masks
-    from synth2real.diffusion.cross_image import ReferenceBank, cross_image_walk
+    from synth2real.diffusion.bank import ReferenceBank
     from synth2real.diffusion.freeu import install_freeu
     from synth2real.diffusion.layers import select_layers
+    from synth2real.diffusion.walk import cross_image_walk
 
     cfg = options.config(steps, skip)
     sch = schedule(steps)
