@@ -12,8 +12,9 @@ import pytest
 
 from synth2real.data.io import atomic_write_text
 from synth2real.errors import RunsFailedError
-from synth2real.pilot import config as pconfig
-from synth2real.pilot.config import PilotConfig, auto_jobs, job_devices, parse_jobs
+from synth2real.pilot import devices as pconfig
+from synth2real.pilot.config import PilotConfig
+from synth2real.pilot.devices import auto_jobs, job_devices, parse_jobs
 from synth2real.pilot.runs import Runs, RunSpec, load_finished, run_all, worker_runs
 
 GPUS = ["cuda:0", "cuda:1"]

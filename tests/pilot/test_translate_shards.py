@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 from synth2real.data.readers import open_dataset
-from synth2real.pilot import config as pconfig
+from synth2real.pilot import devices as pconfig
 from synth2real.pilot import inputs
 from synth2real.pilot.config import PilotConfig
 from synth2real.translate import load_references

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,22 +95,6 @@ def parse_seeds(spec: int | str | Sequence[int]) -> list[int]:
     return seeds
 
 
-def visible_devices() -> list[str]:
-    """The CUDA devices this process may use (``["cuda:0", "cuda:1"]``; ``[]`` without
-    CUDA). ``CUDA_VISIBLE_DEVICES`` is honoured by torch. The one place the pilot asks
-    which GPUs exist: tests replace it with a fake list."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-
-
-def _spreads_over_gpus(device: str) -> bool:
-    """``auto`` and ``cuda`` may use every visible GPU; ``cuda:1``, ``cpu`` name one."""
-    return device.strip().lower() in ("auto", "cuda")
-
-
 def parse_recipes(spec: str | Sequence[str] | None) -> list[str]:
     """``"mix,finetune"`` -> ``["mix", "finetune"]`` (order kept, duplicates dropped);
     ``None`` or empty -> ``["mix"]``. A name outside ``segment.config.RECIPES`` is an
@@ -129,50 +112,6 @@ def parse_recipes(spec: str | Sequence[str] | None) -> list[str]:
         if r not in recipes:
             recipes.append(r)
     return recipes or list(DEFAULT_RECIPES)
-
-
-def auto_jobs(device: str = "auto") -> int:
-    """Training runs at once: one per visible GPU (``device`` ``auto`` or ``cuda``; 1 for
-    one named GPU or MPS); on a CPU one per core, at most 4.
-
-    Measured on 2 cores (docs/PILOT.md): two single-threaded runs trained ~1.6-2x faster in
-    total than one run using both cores.
-    """
-    from synth2real.segment.device import resolve_device
-
-    if _spreads_over_gpus(device):
-        gpus = visible_devices()
-        if gpus:
-            return len(gpus)
-    if resolve_device(device).type != "cpu":
-        return 1
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def job_devices(device: str, jobs: int) -> list[str] | None:
-    """The device of each of ``jobs`` worker processes: with ``device`` ``auto`` or
-    ``cuda`` and more than one visible GPU, the GPUs in turn (``jobs=3`` on 2 GPUs:
-    ``cuda:0, cuda:1, cuda:0``), each process pinned to its own; else ``None`` (every
-    job trains on ``device``)."""
-    if not _spreads_over_gpus(device):
-        return None
-    gpus = visible_devices()
-    if len(gpus) < 2:
-        return None
-    return [gpus[i % len(gpus)] for i in range(jobs)]
-
-
-def parse_jobs(spec: int | str, device: str = "auto") -> int:
-    """``"auto"`` -> :func:`auto_jobs`; else a positive int."""
-    if isinstance(spec, str) and spec.strip().lower() == "auto":
-        return auto_jobs(device)
-    try:
-        n = int(spec)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--jobs must be a positive integer or auto, got {spec!r}") from None
-    if n < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {n}")
-    return n
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,7 +147,9 @@ class PilotConfig:
         workers: translation worker processes.
         jobs: training runs at once, each in its own process with ``cores // jobs``
             torch threads (default 1). With ``device`` ``auto``/``cuda`` and several
-            GPUs, each process is pinned to one (:func:`job_devices`). On a 2-core CPU two single-threaded runs trained
+            GPUs, each process is pinned to one
+            (:func:`~synth2real.pilot.devices.job_devices`). On a 2-core CPU two
+            single-threaded runs trained
             ~1.6-2x faster in total than one run on both cores (small convolutions do not
             scale across threads; docs/PILOT.md). Results do not depend on it beyond
             float rounding.

@@ -284,7 +284,7 @@ def translation_devices(cfg: PilotConfig, method) -> list[str] | None:
     """The GPUs one translation is sharded over: a method that needs a GPU, ``--device``
     ``auto``/``cuda`` with several visible GPUs, and no device set for the method by
     ``--param``; else ``None`` (one process, as ``translate`` does)."""
-    from synth2real.pilot.config import job_devices, visible_devices
+    from synth2real.pilot.devices import job_devices, visible_devices
 
     if not getattr(method, "needs_gpu", False):
         return None

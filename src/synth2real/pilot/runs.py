@@ -271,14 +271,14 @@ def _run_parallel(
     pilot resumes exactly as a sequential one does.
 
     With ``device`` ``auto``/``cuda`` and several visible GPUs
-    (:func:`~synth2real.pilot.config.job_devices`), each process is pinned to one GPU and
+    (:func:`~synth2real.pilot.devices.job_devices`), each process is pinned to one GPU and
     trains every run it takes there. A run that fails does not stop the others: once all
     have ended, :class:`~synth2real.errors.RunsFailedError` names the failed ones (they
     have no ``result.json``; running the pilot again with resume retries just them)."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, wait
 
-    from synth2real.pilot.config import job_devices
+    from synth2real.pilot.devices import job_devices
     from synth2real.progress import progress_bar
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
