@@ -675,6 +675,10 @@ def write_markdown(path: Path, record: dict) -> None:
     ]
     if notes:
         lines += ["", "Notes raised during the runs:", ""] + [f"- {n}" for n in notes]
+    if record.get("train"):
+        from gpu_train import markdown
+
+        lines += ["", *markdown(record["train"])]
     lines.append("")
     path.write_text("\n".join(lines))
 
@@ -720,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--steps", type=int, default=6, help=argparse.SUPPRESS)  # smoke only
     ap.add_argument("--skip", type=int, default=3, help=argparse.SUPPRESS)  # smoke only
+    ap.add_argument("--no-train", action="store_true", help="skip the segmentation training timing")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -848,12 +853,21 @@ def _run(args, device, dtype, sizes, presets, ref_presets, large_presets) -> int
             for dt in [torch.float32] + ([torch.float16] if device.type == "cuda" else []):
                 log(f"filter step N={n} {dt} ...")
                 filter_steps.append(filter_step(n, device, dt, reference=n <= 64 * 128))
+    train = []
+    if not args.no_train:
+        from gpu_train import time_training
+
+        del models
+        free_device(device)
+        log("segmentation training (small-unet, segformer) ...")
+        train = time_training(device, smoke=args.smoke)
     record = {
         "machine": machine,
         "config": config,
         "rows": rows,
         "freeu_forward": freeu_forward,
         "filter_steps": filter_steps,
+        "train": train,
         "total_seconds": time.perf_counter() - t_start,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from synth2real.methods import list_methods
     from synth2real.pilot import PilotConfig, run_pilot
-    from synth2real.pilot.config import parse_jobs
+    from synth2real.pilot.devices import parse_jobs
 
     if args.threads:
         torch.set_num_threads(args.threads)

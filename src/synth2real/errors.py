@@ -28,3 +28,7 @@ class OutputExistsError(Synth2RealError, FileExistsError):
 
 class ModelNotFoundError(Synth2RealError, FileNotFoundError):
     """Model weights are not reachable (no local folder, no cache, no network)."""
+
+
+class RunsFailedError(Synth2RealError, RuntimeError):
+    """Some of a pilot's parallel training runs failed; the others finished and are kept."""

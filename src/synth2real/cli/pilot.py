@@ -129,8 +129,9 @@ def pilot_cmd(
         str,
         typer.Option(
             "--jobs",
-            help="Training runs at once, each in its own process: N or auto (1 on a GPU, "
-            "one per CPU core up to 4 on a CPU).",
+            help="Training runs at once, each in its own process: N or auto (one per "
+            "visible GPU, each process pinned to its GPU; one per CPU core up to 4 on a "
+            "CPU). A failed run does not stop the others; --resume retries it.",
         ),
     ] = "auto",
     metric: Annotated[
@@ -167,7 +168,7 @@ def pilot_cmd(
     from synth2real.guard import check_output, names_file
     from synth2real.methods.registry import parse_method_params
     from synth2real.pilot import DEFAULT_BUDGET, QUICK_BUDGET, PilotConfig, parse_budget, run_pilot
-    from synth2real.pilot.config import parse_jobs
+    from synth2real.pilot.devices import parse_jobs
     from synth2real.pilot.runner import pilot_inputs
 
     cfg = PilotConfig(
@@ -226,8 +227,8 @@ def demo_cmd(
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
     omp_passive()
-    from synth2real.pilot.config import parse_jobs
     from synth2real.pilot.demo import check_demo_folder, run_demo
+    from synth2real.pilot.devices import parse_jobs
 
     check_demo_folder(out)  # before --jobs auto looks for a GPU (torch)
     result = run_demo(out, seeds=seeds, device=device, jobs=parse_jobs(jobs, device))

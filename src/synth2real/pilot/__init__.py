@@ -15,10 +15,10 @@ from synth2real.pilot.config import (
     QUICK_BUDGET,
     PilotConfig,
     parse_budget,
-    parse_jobs,
     parse_recipes,
     parse_seeds,
 )
+from synth2real.pilot.devices import parse_jobs
 from synth2real.pilot.runner import PilotResult, run_pilot
 from synth2real.pilot.runs import RunSpec, plan_runs
 from synth2real.pilot.verdict import SETTINGS, Verdict, decide

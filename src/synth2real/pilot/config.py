@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,32 +114,6 @@ def parse_recipes(spec: str | Sequence[str] | None) -> list[str]:
     return recipes or list(DEFAULT_RECIPES)
 
 
-def auto_jobs(device: str = "auto") -> int:
-    """Training runs at once: 1 on a GPU; on a CPU one per core, at most 4.
-
-    Measured on 2 cores (docs/PILOT.md): two single-threaded runs trained ~1.6-2x faster in
-    total than one run using both cores.
-    """
-    from synth2real.segment.device import resolve_device
-
-    if resolve_device(device).type != "cpu":
-        return 1
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def parse_jobs(spec: int | str, device: str = "auto") -> int:
-    """``"auto"`` -> :func:`auto_jobs`; else a positive int."""
-    if isinstance(spec, str) and spec.strip().lower() == "auto":
-        return auto_jobs(device)
-    try:
-        n = int(spec)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--jobs must be a positive integer or auto, got {spec!r}") from None
-    if n < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {n}")
-    return n
-
-
 # ---------------------------------------------------------------------------------------
 # the configuration
 # ---------------------------------------------------------------------------------------
@@ -173,7 +146,10 @@ class PilotConfig:
             ``--diffusion-model``). ``None``: each method's default (SD 1.5).
         workers: translation worker processes.
         jobs: training runs at once, each in its own process with ``cores // jobs``
-            torch threads (default 1). On a 2-core CPU two single-threaded runs trained
+            torch threads (default 1). With ``device`` ``auto``/``cuda`` and several
+            GPUs, each process is pinned to one
+            (:func:`~synth2real.pilot.devices.job_devices`). On a 2-core CPU two
+            single-threaded runs trained
             ~1.6-2x faster in total than one run on both cores (small convolutions do not
             scale across threads; docs/PILOT.md). Results do not depend on it beyond
             float rounding.

@@ -244,16 +244,20 @@ def translate_method(
     n_total = len(source)
     if old is not None and old.get("complete"):
         return old
-    summary = translate_dataset(
-        source,
-        refs,
-        method,
-        tdir,
-        seed=cfg.translate_seed,
-        workers=cfg.workers,
-        resume=True,
-        progress=progress,
-    )
+    devices = translation_devices(cfg, method)
+    if devices:
+        summary = _translate_sharded(cfg, method_name, devices, source, refs, tdir, progress)
+    else:
+        summary = translate_dataset(
+            source,
+            refs,
+            method,
+            tdir,
+            seed=cfg.translate_seed,
+            workers=cfg.workers,
+            resume=True,
+            progress=progress,
+        )
     done_before = old.get("timed_images", 0) if old else 0
     seconds_before = old.get("seconds", 0.0) if old else 0.0
     spi = float(summary.seconds_per_image or 0.0)
@@ -273,3 +277,73 @@ def translate_method(
     }
     atomic_write_text(info_path, json.dumps(info, indent=2))
     return info
+
+
+# -- one diffusion translation over several GPUs --------------------------------------------
+def translation_devices(cfg: PilotConfig, method) -> list[str] | None:
+    """The GPUs one translation is sharded over: a method that needs a GPU, ``--device``
+    ``auto``/``cuda`` with several visible GPUs, and no device set for the method by
+    ``--param``; else ``None`` (one process, as ``translate`` does)."""
+    from synth2real.pilot.devices import job_devices, visible_devices
+
+    if not getattr(method, "needs_gpu", False):
+        return None
+    if "device" in cfg.method_params.get(method.name, {}):
+        return None
+    gpus = visible_devices() if cfg.device.strip().lower() in ("auto", "cuda") else []
+    return job_devices(cfg.device, len(gpus)) if len(gpus) > 1 else None
+
+
+def _translate_shard(i: int, n: int, name: str, params: dict, source, refs, tdir, seed: int):
+    from synth2real.methods import create_method
+    from synth2real.translate import translate_dataset
+
+    method = create_method(name, **params)
+    return translate_dataset(
+        source, refs, method, tdir, seed=seed, resume=True, progress=False, shard=(i, n)
+    )
+
+
+def _translate_sharded(
+    cfg: PilotConfig, name: str, devices: list[str], source, refs, tdir, progress: bool
+):
+    """``translate --shard i/N`` in one process per device, at once; the last shard to
+    finish merges the manifest (translate.py). The summary of all shards together."""
+    import dataclasses
+
+    from synth2real.workers import process_pool, stop
+
+    say(f"{escape(name)}: {len(devices)} shards, one per GPU ({', '.join(devices)})", progress)
+    from synth2real.translate import method_overrides
+
+    n = len(devices)
+    own = cfg.method_params.get(name, {})
+    with process_pool(n) as pool:
+        futures = [
+            pool.submit(
+                _translate_shard,
+                i,
+                n,
+                name,
+                method_overrides(name, own, model=cfg.diffusion_model, device=d, strict=False),
+                source,
+                refs,
+                tdir,
+                cfg.translate_seed,
+            )
+            for i, d in enumerate(devices)
+        ]
+        try:
+            parts = [f.result() for f in futures]
+        except BaseException:
+            stop(pool, futures)
+            raise
+    written = sum(int(p.written) for p in parts)
+    spi = sum(float(p.seconds_per_image or 0) * int(p.written) for p in parts)
+    return dataclasses.replace(
+        parts[-1],
+        written=written,
+        skipped=sum(int(p.skipped) for p in parts),
+        seconds_per_image=spi / written if written else 0.0,  # per image on one GPU
+        manifest=next((p.manifest for p in parts if p.manifest is not None), None),
+    )

@@ -21,7 +21,7 @@ from typing import Any
 from rich.markup import escape
 
 from synth2real.data.io import atomic_write_text
-from synth2real.errors import OutputExistsError
+from synth2real.errors import OutputExistsError, RunsFailedError
 from synth2real.pilot.config import PilotConfig, make_train_config
 from synth2real.pilot.console import say
 from synth2real.pilot.verdict import BASELINES, PER_METHOD, RECIPE_SETTINGS, group_key
@@ -208,12 +208,17 @@ def run_all(
     progress: bool,
     finished: Finished,
     total: int,
+    *,
+    work: Callable[[int, RunSpec, Runs], tuple[int, dict]] | None = None,
 ) -> int:
     """Train ``todo`` (``(plan index, spec)`` pairs), one after the other or in ``jobs``
-    processes; ``finished`` is called as each ends. Returns the runs trained."""
+    processes; ``finished`` is called as each ends. Returns the runs trained.
+
+    ``work`` replaces the worker's task (``_worker_run``; a module-level function, for
+    tests of the scheduling)."""
     jobs = min(jobs, len(todo))
     if jobs > 1:
-        return _run_parallel(todo, jobs, runs, progress, finished, total)
+        return _run_parallel(todo, jobs, runs, progress, finished, total, work or _worker_run)
     for k, spec in todo:
         say(f"[bold green]run {k + 1} of {total}[/]: {escape(spec.label)}", progress)
         finished(k, spec, run_one(spec, runs, progress), False)
@@ -224,16 +229,32 @@ def run_all(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(threads: int, data: dict) -> None:
+def _worker_init(threads: int, data: dict, devices: Any = None) -> None:
+    """Set up one worker process: its torch threads, the datasets, and (with several GPUs)
+    the device it is pinned to, taken from the ``devices`` queue (one per process)."""
     import torch
 
     torch.set_num_threads(threads)
     _WORKER["data"] = data  # the test set's cache was left behind: decoded once per worker
+    _WORKER["device"] = devices.get(timeout=60) if devices is not None else None
+    dev = _WORKER["device"]
+    if dev and dev.startswith("cuda:") and torch.cuda.is_available():
+        torch.cuda.set_device(torch.device(dev))  # libraries that say "cuda" use it too
+
+
+def worker_runs(runs: Runs) -> Runs:
+    """``runs`` as this worker process trains them: its datasets, and its own device
+    when the pilot spreads runs over several GPUs."""
+    runs = dataclasses.replace(runs, data=_WORKER["data"])
+    dev = _WORKER.get("device")
+    if dev:
+        runs = dataclasses.replace(runs, cfg=dataclasses.replace(runs.cfg, device=dev))
+    return runs
 
 
 def _worker_run(k: int, spec: RunSpec, runs: Runs) -> tuple[int, dict]:
     with interruptible():  # Ctrl-C stops a run (its state is saved), not an idle worker
-        return k, run_one(spec, dataclasses.replace(runs, data=_WORKER["data"]), False)
+        return k, run_one(spec, worker_runs(runs), False)
 
 
 def _run_parallel(
@@ -243,36 +264,68 @@ def _run_parallel(
     progress: bool,
     finished: Finished,
     total: int,
+    work: Callable[[int, RunSpec, Runs], tuple[int, dict]] = _worker_run,
 ) -> int:
     """Train ``todo`` in ``jobs`` spawned processes; ``finished`` is called in the parent as
     each run ends. Every run writes its own ``result.json`` (atomically), so a stopped
-    pilot resumes exactly as a sequential one does."""
+    pilot resumes exactly as a sequential one does.
+
+    With ``device`` ``auto``/``cuda`` and several visible GPUs
+    (:func:`~synth2real.pilot.devices.job_devices`), each process is pinned to one GPU and
+    trains every run it takes there. A run that fails does not stop the others: once all
+    have ended, :class:`~synth2real.errors.RunsFailedError` names the failed ones (they
+    have no ``result.json``; running the pilot again with resume retries just them)."""
+    import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, wait
 
+    from synth2real.pilot.devices import job_devices
     from synth2real.progress import progress_bar
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     assert runs.data is not None
-    say(f"training {len(todo)} runs, {jobs} at a time ({threads} torch thread(s) each)", progress)
+    devices = job_devices(runs.cfg.device, jobs)
+    queue = None
+    if devices:
+        queue = mp.get_context("spawn").Queue()
+        for d in devices:
+            queue.put(d)
+    where = f" on {', '.join(sorted(set(devices)))}" if devices else ""
+    say(
+        f"training {len(todo)} runs, {jobs} at a time{where} ({threads} torch thread(s) each)",
+        progress,
+    )
     specs = dict(todo)
-    ran = 0
-    with process_pool(jobs, _worker_init, (threads, runs.data)) as pool:  # no orphans
+    ran, failed = 0, []
+    with process_pool(jobs, _worker_init, (threads, runs.data, queue)) as pool:  # no orphans
         pending = {
-            pool.submit(_worker_run, k, spec, dataclasses.replace(runs, data=None))
-            for k, spec in todo
+            pool.submit(work, k, spec, dataclasses.replace(runs, data=None)): k for k, spec in todo
         }
         bar = progress_bar(len(todo), "training runs", enabled=progress)
         try:
             with bar as advance:
                 while pending:
-                    complete, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    complete, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for f in complete:
-                        k, rec = f.result()  # a failed run raises here
-                        ran += 1
-                        finished(k, specs[k], rec, False)
+                        k = pending.pop(f)
+                        try:
+                            k, rec = f.result()
+                        except Exception as e:  # this run failed: the others go on
+                            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                            failed.append(f"{specs[k].label} ({why})")
+                            say(f"[red]{escape(specs[k].label)} failed[/]: {escape(why)}", progress)
+                        else:
+                            ran += 1
+                            finished(k, specs[k], rec, False)
                         advance()
         except BaseException:  # running runs got the Ctrl-C too: they save their state
-            stop(pool, pending, grace=60)
+            stop(pool, list(pending), grace=60)
             raise
     say(f"{ran} of {total} runs trained in this call", progress)
+    if failed:
+        raise RunsFailedError(
+            f"{len(failed)} of {len(todo)} training runs failed: {'; '.join(failed[:5])}"
+            + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
+            + f". The {ran} others finished and are kept; run the pilot again with resume "
+            "(--resume) to retry the failed ones"
+        )
     return ran

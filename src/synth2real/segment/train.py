@@ -361,8 +361,12 @@ def train(
         st = SelfTrainer(model, cfg, ignore, teacher_state) if cfg.recipe == "selftrain" else None
         extra = {"teacher": st.teacher} if st is not None else None
 
-        use_amp = cfg.amp and device.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        use_amp = cfg.amp and device.type == "cuda" or cfg.cpu_amp and device.type == "cpu"
+        amp_dtype = (
+            torch.bfloat16
+            if device.type == "cpu" or use_amp and torch.cuda.is_bf16_supported()
+            else torch.float16
+        )
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype is torch.float16)
 
         def meta_now(done: int, seconds: float) -> dict:

@@ -1,0 +1,150 @@
+"""The report of ``benchmarks/train_throughput.py``: the markdown tables and the estimate
+of the full cracks benchmark's wall time (kept apart so each file has one job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+#: the pilot's default budget (pilot/config.py DEFAULT_BUDGET) without its iterations
+BUDGET = {"batch_size": 8, "crop": 128, "max_size": 256}
+
+
+def render(p: dict) -> str:
+    f = "{:.2f}".format
+    tr = p["train"]
+    base = tr["fp32, channels_last (current default)"]["steps_per_s"]
+    lines = [
+        "# small-unet throughput on the CPU: training and evaluation",
+        "",
+        f"Written by `benchmarks/train_throughput.py` ({p['mode']} mode). Machine at start: "
+        f"{p['machine_start']}; load avg at end "
+        + "/".join(f"{x:g}" for x in p["machine_end"].get("load_avg") or [])
+        + ". "
+        + (
+            "Other jobs shared the cores: timings are noisier and slower than on a quiet machine. "
+            if max(
+                (p["machine_start_info"].get("load_avg") or [0])[:1]
+                + (p["machine_end"].get("load_avg") or [0])[:1]
+            )
+            > 1.0
+            else ""
+        )
+        + f"Seed {p['seed']}; {p['iters']} timed steps per training row; commit {p['commit']}.",
+        "",
+        f"Budget: batch {BUDGET['batch_size']}, crop {BUDGET['crop']}, max_size "
+        f"{BUDGET['max_size']}, cracks source ({p['n_source']} images) + the 10 references "
+        "mixed 50/50; images in the RAM cache; 1 torch thread unless the row says otherwise.",
+        "",
+        "## Training (`segment.train.train`, end to end)",
+        "",
+        "| path | steps/s | x current | final loss |",
+        "|---|---|---|---|",
+    ]
+    for name, r in tr.items():
+        lines.append(
+            f"| {name} | {f(r['steps_per_s'])} | {f(r['steps_per_s'] / base)} | "
+            f"{r['final_loss']:.3f} |"
+        )
+    lines += [
+        "",
+        "## torch.compile (bare step loop on prepared batches)",
+        "",
+        "| path | steps/s | warm-up s (incl. compile) | compile s |",
+        "|---|---|---|---|",
+    ]
+    for name, r in p["compile"].items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error']} | | |")
+            continue
+        c = r["compile_seconds"]
+        lines.append(
+            f"| {name} | {f(r['steps_per_s'])} | {r['warmup_seconds']:.1f} | "
+            f"{'' if c is None else f'{c:.1f}'} |"
+        )
+    d = p["data"]
+    lines += [
+        "",
+        "## Data side (per step of 8 crops)",
+        "",
+        "| part | ms |",
+        "|---|---|",
+        f"| build a batch from the RAM cache (scale, crop, flip) | {1e3 * d['batch_seconds']:.1f} |",
+        f"| decode one image (cold cache; once per image per process) | "
+        f"{1e3 * d['decode_seconds_per_image']:.1f} |",
+        f"| model step fp32 (bare loop) | {1e3 / d['model_fp32_steps_per_s']:.1f} |",
+        f"| model step bf16 (bare loop) | {1e3 / d['model_bf16_steps_per_s']:.1f} |",
+        f"| train() step fp32, prefetch on | {1e3 / d['train_prefetch_steps_per_s']:.1f} |",
+        f"| train() step fp32, prefetch off | {1e3 / d['train_no_prefetch_steps_per_s']:.1f} |",
+        "",
+        "## Jobs x torch threads (steps/s summed over the jobs running at once)",
+        "",
+        "| path | 1 job x 1 thread | 1 job x 2 threads | 2 jobs x 1 thread |",
+        "|---|---|---|---|",
+    ]
+    for path, r in p["jobs"].items():
+        lines.append(
+            f"| {path} | "
+            + " | ".join(f(r[k]["total_steps_per_s"]) for k in ("1x1", "1x2", "2x1"))
+            + " |"
+        )
+    ev = p["eval"]
+    lines += [
+        "",
+        f"## Evaluation ({p['n_test']} cracks test images in {len(ev['image_sizes'])} "
+        f"distinct sizes, {_size_range(ev['image_sizes'])}; inference at max_size "
+        f"{BUDGET['max_size']}, scores at full size; a batch holds images of one size)",
+        "",
+        f"Decoding an image and its label: {1e3 * ev['decode_seconds_per_image']:.1f} ms "
+        "(inside `evaluate`, not in the loop rows).",
+        "",
+        "| path | images/s | crack IoU |",
+        "|---|---|---|",
+    ]
+    for name, r in ev.items():
+        if isinstance(r, dict):
+            lines.append(f"| {name} | {f(r['images_per_s'])} | {r['iou_cracks']:.4f} |")
+    est = estimate_full_cracks(p)
+    if est:
+        lines += [
+            "",
+            "## Estimate: the full cracks benchmark (`pilot_cracks.py --full`)",
+            "",
+            f"{est['runs']} runs x {est['iterations']} steps, 2 jobs: measured "
+            f"{est['measured_minutes']:.1f} min (docs/results/cracks_full.json, fp32), of "
+            f"which training was {100 * est['train_share']:.0f} % (summed train seconds / 2 "
+            "jobs). Scaling the training share by the 2 x 1 steps/s ratio of this run: "
+            + ", ".join(f"{k} {v:.1f} min" for k, v in est["minutes"].items())
+            + " (an estimate; `pilot_cracks.py --full` measures it).",
+        ]
+    lines += ["", f"Raw numbers: `{p['stem']}.json`.", ""]
+    return "\n".join(lines)
+
+
+def _size_range(sizes: list[str]) -> str:
+    hw = sorted((int(a) * int(b), f"{a}x{b}") for a, b in (x.split("x") for x in sizes))
+    return hw[0][1] if len(hw) == 1 else f"{hw[0][1]} to {hw[-1][1]}"
+
+
+def estimate_full_cracks(p: dict) -> dict | None:
+    """The full cracks benchmark's wall time with each path, from its measured fp32 time
+    and this run's 2 jobs x 1 thread steps/s ratio (training share only)."""
+    path = REPO / "docs" / "results" / "cracks_full.json"
+    if not path.is_file() or "jobs" not in p:
+        return None
+    d = json.loads(path.read_text(encoding="utf-8"))
+    wall = d["benchmark"]["wall_seconds"] / 60
+    share = min(1.0, sum(r["train_seconds"] for r in d["runs"]) / 2 / 60 / wall)
+    base = p["jobs"]["fp32"]["2x1"]["total_steps_per_s"]
+    minutes = {
+        k: wall * (share * base / v["2x1"]["total_steps_per_s"] + 1 - share)
+        for k, v in p["jobs"].items()
+    }
+    return {
+        "runs": len(d["runs"]),
+        "iterations": d["runs"][0]["iterations"],
+        "measured_minutes": wall,
+        "train_share": share,
+        "minutes": minutes,
+    }
