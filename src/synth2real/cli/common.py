@@ -42,6 +42,20 @@ ClassMapOpt = option(
     "Class-map YAML mapping this dataset's raw ids/colours onto your classes.",
 )
 
+# Options of the commands that take unlabelled real images (train, pilot).
+UnlabeledOpt = option(
+    Path | None,
+    "--unlabeled",
+    "Unlabelled real images for the selftrain recipe: any image folder, or a dataset "
+    "whose labels are then not read (in the pilot, none may be a test image).",
+)
+UnlabeledNamesOpt = option(
+    str | None,
+    "--unlabeled-names",
+    "Use only these --unlabeled images: FILE, FILE.json:key (e.g. splits.json:unlabeled) "
+    "or a,b,c (default: all).",
+)
+
 
 def table_console(min_width: int = 120) -> Console:
     """A stdout console at least ``min_width`` columns wide, for tables: a narrow terminal

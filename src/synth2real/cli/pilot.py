@@ -3,157 +3,114 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 
-from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, omp_passive
+from synth2real.cli.common import (
+    ClassesOpt,
+    ClassMapOpt,
+    FormatOpt,
+    UnlabeledNamesOpt,
+    UnlabeledOpt,
+    omp_passive,
+    option,
+)
 
 
 def pilot_cmd(
-    source: Annotated[
-        Path, typer.Option("--source", help="Labelled synthetic images (dataset folder).")
-    ],
-    references: Annotated[
-        Path, typer.Option("--references", help="Labelled real references (dataset folder).")
-    ],
-    test: Annotated[
+    source: option(Path, "--source", help="Labelled synthetic images (dataset folder)."),
+    references: option(Path, "--references", help="Labelled real references (dataset folder)."),
+    test: option(
         Path,
-        typer.Option(
-            "--test",
-            help="Labelled real test images (dataset folder; may be the references' folder with --test-names).",
-        ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Option("--out", help="Output folder (translations, runs, results, report.html)."),
-    ],
-    methods: Annotated[
-        str,
-        typer.Option(
-            "--methods", help="Comma-separated translation methods (see `synth2real methods`)."
-        ),
-    ] = "reinhard,reinhard-cw",
-    seeds: Annotated[
-        str, typer.Option("--seeds", help="Number of training seeds (3 -> 0,1,2) or a comma list.")
-    ] = "3",
-    reference_names: Annotated[
+        "--test",
+        help="Labelled real test images (dataset folder; may be the references' folder with --test-names).",
+    ),
+    out: option(Path, "--out", help="Output folder (translations, runs, results, report.html)."),
+    methods: option(
+        str, "--methods", help="Comma-separated translation methods (see `synth2real methods`)."
+    ) = "reinhard,reinhard-cw",
+    seeds: option(
+        str, "--seeds", help="Number of training seeds (3 -> 0,1,2) or a comma list."
+    ) = "3",
+    reference_names: option(
         str | None,
-        typer.Option(
-            "--reference-names",
-            help="Subset of --references: FILE (one name a line), FILE.json:KEY, or a,b,c.",
-        ),
-    ] = None,
-    test_names: Annotated[
-        str | None, typer.Option("--test-names", help="Subset of --test (same syntax).")
-    ] = None,
-    source_names: Annotated[
-        str | None, typer.Option("--source-names", help="Subset of --source (same syntax).")
-    ] = None,
-    recipes: Annotated[
+        "--reference-names",
+        help="Subset of --references: FILE (one name a line), FILE.json:KEY, or a,b,c.",
+    ) = None,
+    test_names: option(str | None, "--test-names", help="Subset of --test (same syntax).") = None,
+    source_names: option(
+        str | None, "--source-names", help="Subset of --source (same syntax)."
+    ) = None,
+    recipes: option(
         str,
-        typer.Option(
-            "--recipes",
-            help="How the data is used, comma-separated: mix (the references in every batch), "
-            "finetune (the mix, then the references alone), selftrain (with --unlabeled).",
-        ),
-    ] = "mix",
-    unlabeled: Annotated[
-        Path | None,
-        typer.Option(
-            "--unlabeled",
-            help="Unlabelled real images for the selftrain recipe: an image folder, or a "
-            "dataset whose labels are not read. None may be a test image.",
-        ),
-    ] = None,
-    unlabeled_names: Annotated[
-        str | None,
-        typer.Option("--unlabeled-names", help="Subset of --unlabeled (same syntax)."),
-    ] = None,
-    source_limit: Annotated[
-        int | None,
-        typer.Option("--source-limit", help="Use a fixed random subset of N synthetic images."),
-    ] = None,
-    quick: Annotated[
+        "--recipes",
+        help="How the data is used, comma-separated: mix (the references in every batch), "
+        "finetune (the mix, then the references alone), selftrain (with --unlabeled).",
+    ) = "mix",
+    unlabeled: UnlabeledOpt = None,
+    unlabeled_names: UnlabeledNamesOpt = None,
+    source_limit: option(
+        int | None, "--source-limit", help="Use a fixed random subset of N synthetic images."
+    ) = None,
+    quick: option(
         bool,
-        typer.Option(
-            "--quick",
-            help="Short training budget for a first look (cannot separate close methods).",
-        ),
-    ] = False,
-    budget: Annotated[
+        "--quick",
+        help="Short training budget for a first look (cannot separate close methods).",
+    ) = False,
+    budget: option(
         list[str] | None,
-        typer.Option(
-            "--budget",
-            help="Training budget overrides, e.g. iterations=600,batch=8,crop=256x512,max_size=512 "
-            "(the keys and forms of train --set; repeatable).",
-        ),
-    ] = None,
-    real_ratio: Annotated[
+        "--budget",
+        help="Training budget overrides, e.g. iterations=600,batch=8,crop=256x512,max_size=512 "
+        "(the keys and forms of train --set; repeatable).",
+    ) = None,
+    real_ratio: option(
         float,
-        typer.Option(
-            "--real-ratio",
-            help="Share of each batch drawn from the references in the +real settings.",
-        ),
-    ] = 0.5,
-    seg_model: Annotated[
+        "--real-ratio",
+        help="Share of each batch drawn from the references in the +real settings.",
+    ) = 0.5,
+    seg_model: option(
         str | None,
-        typer.Option(
-            "--seg-model",
-            help="Segmentation model trained per run: small-unet (default) or segformer.",
-        ),
-    ] = None,
-    old_model: Annotated[
-        str | None, typer.Option("--model", hidden=True, help="Deprecated: --seg-model.")
-    ] = None,
-    diffusion_model: Annotated[
+        "--seg-model",
+        help="Segmentation model trained per run: small-unet (default) or segformer.",
+    ) = None,
+    old_model: option(str | None, "--model", hidden=True, help="Deprecated: --seg-model.") = None,
+    diffusion_model: option(
         str | None,
-        typer.Option(
-            "--diffusion-model",
-            help="Stable Diffusion weights for the diffusion methods: a hub id or a local "
-            "folder in diffusers layout (same as --param METHOD.model=...).",
-        ),
-    ] = None,
-    device: Annotated[
+        "--diffusion-model",
+        help="Stable Diffusion weights for the diffusion methods: a hub id or a local "
+        "folder in diffusers layout (same as --param METHOD.model=...).",
+    ) = None,
+    device: option(
         str,
-        typer.Option(
-            "--device",
-            help="auto, cpu, cuda, cuda:1, mps: where the models train and the diffusion "
-            "methods translate.",
-        ),
-    ] = "auto",
-    workers: Annotated[int, typer.Option("--workers", help="Translation worker processes.")] = 1,
-    jobs: Annotated[
+        "--device",
+        help="auto, cpu, cuda, cuda:1, mps: where the models train and the diffusion "
+        "methods translate.",
+    ) = "auto",
+    workers: option(int, "--workers", help="Translation worker processes.") = 1,
+    jobs: option(
         str,
-        typer.Option(
-            "--jobs",
-            help="Training runs at once, each in its own process: N or auto (one per "
-            "visible GPU, each process pinned to its GPU; one per CPU core up to 4 on a "
-            "CPU). A failed run does not stop the others; --resume retries it.",
-        ),
-    ] = "auto",
-    metric: Annotated[
-        str, typer.Option("--metric", help="What the verdict is judged on: miou or iou:<class>.")
-    ] = "miou",
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", help="Method parameter, METHOD.KEY=VALUE (repeatable)."),
-    ] = None,
-    cache_dir: Annotated[
+        "--jobs",
+        help="Training runs at once, each in its own process: N or auto (one per "
+        "visible GPU, each process pinned to its GPU; one per CPU core up to 4 on a "
+        "CPU). A failed run does not stop the others; --resume retries it.",
+    ) = "auto",
+    metric: option(
+        str, "--metric", help="What the verdict is judged on: miou or iou:<class>."
+    ) = "miou",
+    param: option(
+        list[str] | None, "--param", help="Method parameter, METHOD.KEY=VALUE (repeatable)."
+    ) = None,
+    cache_dir: option(
         Path | None,
-        typer.Option(
-            "--cache-dir",
-            help="Keep translations (and the source shrunk to the training size) here, to share them between pilots; default: inside --out.",
-        ),
-    ] = None,
-    resume: Annotated[
+        "--cache-dir",
+        help="Keep translations (and the source shrunk to the training size) here, to share them between pilots; default: inside --out.",
+    ) = None,
+    resume: option(
         bool,
-        typer.Option(
-            "--resume", help="Continue the pilot in --out: finished runs and translations are kept."
-        ),
-    ] = False,
+        "--resume",
+        help="Continue the pilot in --out: finished runs and translations are kept.",
+    ) = False,
     format: FormatOpt = None,
     classes: ClassesOpt = None,
     class_map: ClassMapOpt = None,
@@ -218,12 +175,12 @@ def pilot_cmd(
 
 
 def demo_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/demo"),
-    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds.")] = 2,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda.")] = "cpu",
-    jobs: Annotated[
-        str, typer.Option("--jobs", help="Training runs at once: N or auto (see pilot --help).")
-    ] = "auto",
+    out: option(Path, "--out", help="Output folder.") = Path("runs/demo"),
+    seeds: option(int, "--seeds", help="Training seeds.") = 2,
+    device: option(str, "--device", help="auto, cpu, cuda.") = "cpu",
+    jobs: option(
+        str, "--jobs", help="Training runs at once: N or auto (see pilot --help)."
+    ) = "auto",
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
     omp_passive()

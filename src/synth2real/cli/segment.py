@@ -3,121 +3,89 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from synth2real.cli.common import ClassesOpt, ClassMapOpt, FormatOpt, console, table_console
+from synth2real.cli.common import (
+    ClassesOpt,
+    ClassMapOpt,
+    FormatOpt,
+    UnlabeledNamesOpt,
+    UnlabeledOpt,
+    console,
+    option,
+    table_console,
+)
 
 
 def train_cmd(
-    data: Annotated[
+    data: option(
         list[Path],
-        typer.Option(
-            "--data",
-            help="Labelled dataset folder; repeat to mix several (e.g. translated, then real).",
-        ),
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", help="Output folder (model.safetensors, model.json).")
-    ],
-    names: Annotated[
+        "--data",
+        help="Labelled dataset folder; repeat to mix several (e.g. translated, then real).",
+    ),
+    out: option(Path, "--out", help="Output folder (model.safetensors, model.json)."),
+    names: option(
         list[str] | None,
-        typer.Option(
-            "--names",
-            help="Use only these samples of the --data at the same position: FILE (one name a line), "
-            "FILE.json:key (e.g. splits.json:references) or a,b,c; 'all' for every sample.",
-        ),
-    ] = None,
-    weights: Annotated[
+        "--names",
+        help="Use only these samples of the --data at the same position: FILE (one name a line), "
+        "FILE.json:key (e.g. splits.json:references) or a,b,c; 'all' for every sample.",
+    ) = None,
+    weights: option(
         str | None,
-        typer.Option(
-            "--weights",
-            help="Sampling probability of each --data, e.g. 0.5,0.5 (default: by size).",
-        ),
-    ] = None,
-    real_fraction: Annotated[
+        "--weights",
+        help="Sampling probability of each --data, e.g. 0.5,0.5 (default: by size).",
+    ) = None,
+    real_fraction: option(
         float | None,
-        typer.Option(
-            "--real-fraction",
-            help="Probability of drawing from the last --data (the real references).",
-        ),
-    ] = None,
-    unlabeled: Annotated[
-        Path | None,
-        typer.Option(
-            "--unlabeled",
-            help="Unlabelled real images for --recipe selftrain: any image folder, or a "
-            "dataset whose labels are then not read.",
-        ),
-    ] = None,
-    unlabeled_names: Annotated[
+        "--real-fraction",
+        help="Probability of drawing from the last --data (the real references).",
+    ) = None,
+    unlabeled: UnlabeledOpt = None,
+    unlabeled_names: UnlabeledNamesOpt = None,
+    recipe: option(
         str | None,
-        typer.Option(
-            "--unlabeled-names",
-            help="Use only these --unlabeled images: FILE, FILE.json:key (e.g. "
-            "splits.json:unlabeled) or a,b,c (default: all).",
-        ),
-    ] = None,
-    recipe: Annotated[
-        str | None,
-        typer.Option(
-            "--recipe",
-            help="How the data is used: mix (default), finetune (the mix, then the last "
-            "--data alone) or selftrain (needs --unlabeled); same as --set recipe=...",
-        ),
-    ] = None,
+        "--recipe",
+        help="How the data is used: mix (default), finetune (the mix, then the last "
+        "--data alone) or selftrain (needs --unlabeled); same as --set recipe=...",
+    ) = None,
     format: FormatOpt = None,
     classes: ClassesOpt = None,
     class_map: ClassMapOpt = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", help="YAML file of train options (the TrainConfig fields)."),
-    ] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="small-unet (CPU, default) or segformer (GPU).")
-    ] = None,
-    pretrained: Annotated[
+    config: option(
+        Path | None, "--config", help="YAML file of train options (the TrainConfig fields)."
+    ) = None,
+    model: option(
+        str | None, "--model", help="small-unet (CPU, default) or segformer (GPU)."
+    ) = None,
+    pretrained: option(
         str | None,
-        typer.Option(
-            "--pretrained",
-            help="Pretrained weights: hub id or local folder; 'none' for random init.",
-        ),
-    ] = None,
-    iterations: Annotated[
-        int | None, typer.Option("--iterations", help="Optimizer steps (default 2000).")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Crops per step (default 8).")
-    ] = None,
-    crop: Annotated[
-        str | None,
-        typer.Option("--crop", help="Crop size: 256, HxW like 256x512, or [256, 512]."),
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option("--lr", help="Peak learning rate (default: the model's).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads for torch.")] = None,
-    set_: Annotated[
+        "--pretrained",
+        help="Pretrained weights: hub id or local folder; 'none' for random init.",
+    ) = None,
+    iterations: option(int | None, "--iterations", help="Optimizer steps (default 2000).") = None,
+    batch_size: option(int | None, "--batch-size", help="Crops per step (default 8).") = None,
+    crop: option(
+        str | None, "--crop", help="Crop size: 256, HxW like 256x512, or [256, 512]."
+    ) = None,
+    lr: option(float | None, "--lr", help="Peak learning rate (default: the model's).") = None,
+    seed: option(int | None, "--seed", help="Random seed (default 0).") = None,
+    device: option(str | None, "--device", help="auto, cpu, cuda or mps.") = None,
+    threads: option(int | None, "--threads", help="CPU threads for torch.") = None,
+    set_: option(
         list[str] | None,
-        typer.Option(
-            "--set",
-            help="Any train option as key=value, several separated by commas (e.g. "
-            "loss=ce,max_size=512,crop=256x512; the same keys and forms as pilot --budget); "
-            "repeatable.",
-        ),
-    ] = None,
-    resume: Annotated[
+        "--set",
+        help="Any train option as key=value, several separated by commas (e.g. "
+        "loss=ce,max_size=512,crop=256x512; the same keys and forms as pilot --budget); "
+        "repeatable.",
+    ) = None,
+    resume: option(
         bool,
-        typer.Option(
-            "--resume/--no-resume",
-            help="Continue a stopped run in --out (default) or start afresh.",
-        ),
-    ] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+        "--resume/--no-resume",
+        help="Continue a stopped run in --out (default) or start afresh.",
+    ) = True,
+    json_out: option(bool, "--json", help="Print the result as JSON.") = False,
 ) -> None:
     """Train a segmentation model on a dataset (optionally mixed with real references).
 
@@ -211,33 +179,23 @@ def train_cmd(
 
 
 def evaluate_cmd(
-    checkpoint: Annotated[
-        Path, typer.Option("--checkpoint", help="A model.safetensors written by train.")
-    ],
-    data: Annotated[
-        Path, typer.Option("--data", help="Labelled dataset folder (real test images).")
-    ],
-    names: Annotated[
+    checkpoint: option(Path, "--checkpoint", help="A model.safetensors written by train."),
+    data: option(Path, "--data", help="Labelled dataset folder (real test images)."),
+    names: option(
         str | None,
-        typer.Option(
-            "--names",
-            help="Score only these samples: FILE, FILE.json:key (splits.json:test) or a,b,c.",
-        ),
-    ] = None,
+        "--names",
+        help="Score only these samples: FILE, FILE.json:key (splits.json:test) or a,b,c.",
+    ) = None,
     format: FormatOpt = None,
     classes: ClassesOpt = None,
     class_map: ClassMapOpt = None,
-    save_predictions: Annotated[
+    save_predictions: option(
         Path | None,
-        typer.Option(
-            "--save-predictions",
-            help="Write masks/<name>.png, overlays/<name>.jpg and scores.json here.",
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")] = "auto",
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the scores as JSON on stdout.")
-    ] = False,
+        "--save-predictions",
+        help="Write masks/<name>.png, overlays/<name>.jpg and scores.json here.",
+    ) = None,
+    device: option(str, "--device", help="auto, cpu, cuda or mps.") = "auto",
+    json_out: option(bool, "--json", help="Print the scores as JSON on stdout.") = False,
 ) -> None:
     """Score a checkpoint on a labelled real set: per-class IoU, mIoU, confusion matrix.
 
