@@ -252,6 +252,15 @@ def render_mode(res: dict) -> str:
             lines.append(f"- `{m}`: **{mv['status']}**: {text}")
     for n in v.get("notes", []):
         lines.append(f"- Note: {n}")
+    full_iters = MODES["full"]["budget"]["iterations"]
+    if b["mode"] == "recipes" and cfg["budget"].get("iterations") != full_iters:
+        lines += [
+            "",
+            f"This recipes run trained {cfg['budget'].get('iterations')} steps per run, not the "
+            f"full mode's {full_iters} (`--iterations`), so its rows compare with each other, "
+            "not with the full-mode table; whether a recipe's effect grows with a longer "
+            "budget is not measured by it.",
+        ]
     if b["mode"] == "quick":
         lines += [
             "",
