@@ -386,21 +386,22 @@ def effective_budget(cfg: PilotConfig) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in NOT_BUDGET}
 
 
-def is_recipe_field(name: str) -> bool:
-    """A TrainConfig field of the fine-tuning / self-training recipes or rare-class
-    sampling (``ft_*``, ``st_*``, ``rcs*``): newer than the pilot's budget ids."""
-    return name.startswith(("ft_", "st_", "rcs"))
+def is_newer_field(name: str) -> bool:
+    """A TrainConfig field newer than the pilot's budget ids: those of the fine-tuning /
+    self-training recipes and rare-class sampling (``ft_*``, ``st_*``, ``rcs*``) and the
+    CPU's bf16 autocast (``cpu_amp``)."""
+    return name.startswith(("ft_", "st_", "rcs")) or name == "cpu_amp"
 
 
 def budget_id(budget: dict[str, Any], model: str) -> str:
     """Short hash of the effective budget and model: a finished run counts on resume only
-    with the same one. Recipe fields at their default are left out, so the id of a
-    budget that does not touch them is the one it had before the recipes existed (runs
-    of older pilot folders still count)."""
+    with the same one. Newer fields at their default are left out, so the id of a
+    budget that does not touch them is the one it had before they existed (runs of
+    older pilot folders still count)."""
     from synth2real.segment.config import TrainConfig
 
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
-    kept = {k: v for k, v in budget.items() if not (is_recipe_field(k) and defaults.get(k) == v)}
+    kept = {k: v for k, v in budget.items() if not (is_newer_field(k) and defaults.get(k) == v)}
     blob = json.dumps({"budget": kept, "model": model}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
