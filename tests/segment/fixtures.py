@@ -78,3 +78,16 @@ def make_generic(root: Path, n: int = 6, size: tuple[int, int] = (64, 64), seed:
     make_dataset(root, n=n, size=size, seed=seed)
     (root / "classes.yaml").write_text(yaml.safe_dump(CLASSES.to_dict()))
     return root
+
+
+def tiny_config(**kw):
+    """A tiny, fast training run (a 3-level small-unet unless the test asks for another
+    model); keyword arguments override its fields."""
+    from synth2real.segment.config import TrainConfig
+
+    base = dict(
+        iterations=12, batch_size=2, crop=32, device="cpu", warmup=2, save_every=5, num_threads=1,
+        model_kwargs={"channels": [8, 16, 32]},
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)

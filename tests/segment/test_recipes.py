@@ -17,16 +17,9 @@ from synth2real.segment.recipes import BatchSampler, learning_rate
 from synth2real.segment.sampling import SampleLoader, augment
 from synth2real.segment.selftrain import ema_alpha
 from synth2real.segment.train import train
-from tests.segment.fixtures import make_dataset
+from tests.segment.fixtures import make_dataset, tiny_config
 
-
-def _cfg(**kw):
-    base = dict(
-        iterations=12, batch_size=2, crop=32, device="cpu", warmup=2, save_every=5, num_threads=1,
-        model_kwargs={"channels": [8, 16, 32]},
-    )  # fmt: skip
-    base.update(kw)
-    return TrainConfig(**base)
+_cfg = tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,10 @@ from synth2real.segment import train as train_mod
 from synth2real.segment.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from synth2real.segment.models import create_model
 from synth2real.segment.train import TrainConfig, learning_rate, train
-from tests.segment.fixtures import make_dataset
+from tests.segment.fixtures import make_dataset, tiny_config
 from tests.segment.test_models import TINY_SEGFORMER
 
-
-def _cfg(**kw):
-    """A tiny, fast run (a 3-level small-unet unless the test asks for another model)."""
-    base = dict(
-        iterations=12, batch_size=2, crop=32, device="cpu", warmup=2, save_every=5, num_threads=1,
-        model_kwargs={"channels": [8, 16, 32]},
-    )  # fmt: skip
-    base.update(kw)
-    return TrainConfig(**base)
+_cfg = tiny_config
 
 
 @pytest.fixture(scope="module")
