@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from synth2real.methods import list_methods
     from synth2real.pilot import PilotConfig, run_pilot
+    from synth2real.pilot.config import parse_budget
     from synth2real.pilot.devices import parse_jobs
 
     if args.threads:
@@ -122,6 +123,8 @@ def run(args: argparse.Namespace) -> dict:
     budget = dict(mode["budget"])
     if args.iterations:
         budget["iterations"] = args.iterations
+    if args.budget:
+        budget = parse_budget(args.budget, budget)
     methods = (
         [m.strip() for m in args.methods.split(",") if m.strip()]
         if args.methods
@@ -318,6 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="3", help="seed count or comma list (default 3)")
     ap.add_argument("--methods", help="comma list (default: every classical method)")
     ap.add_argument("--iterations", type=int, help="override the mode's iterations")
+    ap.add_argument(
+        "--budget",
+        action="append",
+        help="KEY=VALUE on top of the mode's budget, as the pilot's --budget (a trial; "
+        "use with --docs elsewhere unless the mode's default changes)",
+    )
     ap.add_argument(
         "--source-limit",
         type=int,

@@ -9,15 +9,16 @@ shorter side, ``pilot/config.py`` DEFAULT_BUDGET), one torch thread (what each o
 pilot's two jobs gets on 2 cores) unless said otherwise:
 
 1. **training** steps/s through ``segment.train.train`` itself (data, prefetch thread,
-   optimiser) for fp32 and bf16 autocast (``cpu_amp``), each with and without
-   ``channels_last``; the images are in the RAM cache (decoded beforehand);
-2. **torch.compile** of the model (a bare step loop on prepared batches, beside the same
+   optimiser) for ``small-unet`` (the default before) in fp32 with and without
+   ``channels_last`` and with bf16 autocast (``cpu_amp``), and for ``small-unet-add`` (the
+   default now) in fp32 and bf16; the images are in the RAM cache (decoded beforehand);
+2. **torch.compile** of the default model (a bare step loop on prepared batches, beside the same
    loop uncompiled): the compile time (first steps) and the steps/s after it;
 3. **data side**: per step, the time to build a batch from the cache (crop, scale, flip),
    the time to decode one image (cold cache), the model step alone; and the end-to-end
    step with and without the prefetch thread;
 4. **jobs x threads**: steps/s summed over processes for 1 job x 1 thread, 1 x 2 and
-   2 x 1 (two processes at once), fp32 and bf16;
+   2 x 1 (two processes at once): small-unet fp32, small-unet-add fp32 and bf16;
 5. **evaluation** of the 60 cracks test images (inference at the training ``max_size``,
    scores at the images' own resolution): ``segment.evaluate.evaluate`` as the pilot
    calls it, and a loop on decoded images with ``torch.no_grad`` vs
@@ -44,10 +45,32 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
 
-from train_throughput_report import BUDGET, estimate_full_cracks, render  # noqa: E402
+from train_throughput_report import BUDGET, render  # noqa: E402
+
+from synth2real.segment.config import TrainConfig  # noqa: E402
 
 OUT = REPO / "docs" / "benchmarks"
-__all__ = ["BUDGET", "estimate_full_cracks", "render"]
+__all__ = ["BUDGET", "render"]
+#: the model the pilot and ``train`` use by default, and the one it replaced
+DEFAULT_MODEL, PREVIOUS_MODEL = TrainConfig().model, "small-unet"
+#: ``train()`` rows: (name, TrainConfig fields); the first is the baseline of "x" columns
+TRAIN_ROWS = [
+    (f"{PREVIOUS_MODEL}, fp32, channels_last", {"model": PREVIOUS_MODEL}),
+    (
+        f"{PREVIOUS_MODEL}, fp32, contiguous (channels_last=false)",
+        {"model": PREVIOUS_MODEL, "channels_last": False},
+    ),
+    (f"{PREVIOUS_MODEL}, bf16 autocast (cpu_amp=true)", {"model": PREVIOUS_MODEL, "cpu_amp": True}),
+    ("small-unet-add, fp32, channels_last", {"model": "small-unet-add"}),
+    ("small-unet-add, bf16 autocast (cpu_amp=true)", {"model": "small-unet-add", "cpu_amp": True}),
+]
+#: jobs x threads rows: (model, bf16)
+JOB_ROWS = [(PREVIOUS_MODEL, False), ("small-unet-add", False), ("small-unet-add", True)]
+
+
+def default_row() -> str:
+    """The training row of the default path (default model, fp32, channels_last)."""
+    return f"{DEFAULT_MODEL}, fp32, channels_last"
 
 
 def default_cracks() -> Path:
@@ -125,7 +148,13 @@ def make_batches(datasets, n: int):
 
 
 def step_loop(
-    batches, *, bf16: bool, channels_last: bool = True, compile_: bool = False, warm: int = 3
+    batches,
+    *,
+    bf16: bool,
+    channels_last: bool = True,
+    compile_: bool = False,
+    warm: int = 3,
+    model_name: str = "small-unet",
 ) -> dict:
     """A bare training loop (model, loss, AdamW) on prepared batches."""
     import torch
@@ -134,7 +163,7 @@ def step_loop(
     from synth2real.segment.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("small-unet", 2)
+    model = create_model(model_name, 2)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -272,12 +301,13 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     source, refs, _ = open_data(Path(args.cracks), args.n_source, 1)
     warm_cache([source, refs], BUDGET["max_size"])
-    time_train([source, refs], 3, cpu_amp=args.bf16)  # first steps: allocator, kernels
-    r = time_train([source, refs], args.iters, cpu_amp=args.bf16)
+    kw = {"cpu_amp": args.bf16, "model": args.model}
+    time_train([source, refs], 3, **kw)  # first steps: allocator, kernels
+    r = time_train([source, refs], args.iters, **kw)
     print("RESULT " + json.dumps(r), flush=True)
 
 
-def jobs_threads(args: argparse.Namespace, bf16: bool) -> dict:
+def jobs_threads(args: argparse.Namespace, bf16: bool, model: str) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -288,6 +318,8 @@ def jobs_threads(args: argparse.Namespace, bf16: bool) -> dict:
         str(args.iters),
         "--n-source",
         str(args.n_source),
+        "--model",
+        model,
     ]
     cmd += ["--bf16"] if bf16 else []
     out = {}
@@ -314,6 +346,7 @@ def main() -> None:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=argparse.SUPPRESS)
     ap.add_argument("--iters", type=int, default=None, help="timed steps per training row")
     ap.add_argument("--n-source", type=int, default=None)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
@@ -357,35 +390,30 @@ def main() -> None:
     t0 = time.perf_counter()
     decode = warm_cache(data, BUDGET["max_size"])
     time_train(data, 3)  # first steps of the process: allocator, oneDNN kernels
+    p["default_model"] = DEFAULT_MODEL
     p["train"] = {}
-    for name, kw in (
-        ("fp32, channels_last (current default)", {}),
-        ("fp32, contiguous (channels_last=false)", {"channels_last": False}),
-        ("bf16 autocast, channels_last (cpu_amp=true)", {"cpu_amp": True}),
-        ("bf16 autocast, contiguous", {"cpu_amp": True, "channels_last": False}),
-    ):
+    for name, kw in TRAIN_ROWS:
         p["train"][name] = time_train(data, args.iters, **kw)
         print(name, p["train"][name], flush=True)
     no_prefetch = time_train(data, args.iters, prefetch=False)
     batches, batch_s = make_batches(data, args.iters + 3)
     p["compile"] = {}
     for bf16 in (False, True):
-        tag = "bf16" if bf16 else "fp32"
-        p["compile"][f"{tag}, eager"] = step_loop(batches, bf16=bf16)
+        tag = f"{DEFAULT_MODEL}, {'bf16' if bf16 else 'fp32'}"
+        kw = {"bf16": bf16, "model_name": DEFAULT_MODEL}
+        p["compile"][f"{tag}, eager"] = step_loop(batches, **kw)
         if not args.no_compile:
             try:
-                p["compile"][f"{tag}, torch.compile"] = step_loop(batches, bf16=bf16, compile_=True)
+                p["compile"][f"{tag}, torch.compile"] = step_loop(batches, compile_=True, **kw)
             except Exception as e:  # no compiler here: say so
                 p["compile"][f"{tag}, torch.compile"] = {"error": str(e).splitlines()[0][:200]}
         print(tag, p["compile"], flush=True)
     p["data"] = {
         "batch_seconds": batch_s,
         "decode_seconds_per_image": decode,
-        "model_fp32_steps_per_s": p["compile"]["fp32, eager"]["steps_per_s"],
-        "model_bf16_steps_per_s": p["compile"]["bf16, eager"]["steps_per_s"],
-        "train_prefetch_steps_per_s": p["train"]["fp32, channels_last (current default)"][
-            "steps_per_s"
-        ],
+        "model_fp32_steps_per_s": p["compile"][f"{DEFAULT_MODEL}, fp32, eager"]["steps_per_s"],
+        "model_bf16_steps_per_s": p["compile"][f"{DEFAULT_MODEL}, bf16, eager"]["steps_per_s"],
+        "train_prefetch_steps_per_s": p["train"][default_row()]["steps_per_s"],
         "train_no_prefetch_steps_per_s": no_prefetch["steps_per_s"],
     }
     # a checkpoint to evaluate: the current path, a few more steps than the timed rows
@@ -395,7 +423,9 @@ def main() -> None:
         res = train(data, train_cfg(3 * args.iters), Path(tmp) / "m", resume=False, progress=False)
         p["eval"] = time_eval(res.checkpoint, test, BUDGET["max_size"], args.quick)
     print("eval", p["eval"], flush=True)
-    p["jobs"] = {"fp32": jobs_threads(args, False), "bf16": jobs_threads(args, True)}
+    p["jobs"] = {
+        f"{m}, {'bf16' if bf16 else 'fp32'}": jobs_threads(args, bf16, m) for m, bf16 in JOB_ROWS
+    }
     p["seconds"] = time.perf_counter() - t0
     p["machine_end"] = machine_info("cpu")
     p["stem"] = "train_throughput" + ("_quick" if args.quick else "")

@@ -3,10 +3,6 @@ of the full cracks benchmark's wall time (kept apart so each file has one job)."
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 #: the pilot's default budget (pilot/config.py DEFAULT_BUDGET) without its iterations
 BUDGET = {"batch_size": 8, "crop": 128, "max_size": 256}
 
@@ -14,9 +10,11 @@ BUDGET = {"batch_size": 8, "crop": 128, "max_size": 256}
 def render(p: dict) -> str:
     f = "{:.2f}".format
     tr = p["train"]
-    base = tr["fp32, channels_last (current default)"]["steps_per_s"]
+    first = next(iter(tr))
+    base = tr[first]["steps_per_s"]
+    default = p.get("default_model", "small-unet")
     lines = [
-        "# small-unet throughput on the CPU: training and evaluation",
+        "# small-unet and small-unet-add throughput on the CPU: training and evaluation",
         "",
         f"Written by `benchmarks/train_throughput.py` ({p['mode']} mode). Machine at start: "
         f"{p['machine_start']}; load avg at end "
@@ -35,16 +33,18 @@ def render(p: dict) -> str:
         "",
         f"Budget: batch {BUDGET['batch_size']}, crop {BUDGET['crop']}, max_size "
         f"{BUDGET['max_size']}, cracks source ({p['n_source']} images) + the 10 references "
-        "mixed 50/50; images in the RAM cache; 1 torch thread unless the row says otherwise.",
+        "mixed 50/50; images in the RAM cache; 1 torch thread unless the row says otherwise. "
+        f"The default model of `train` and the pilot: {default}.",
         "",
         "## Training (`segment.train.train`, end to end)",
         "",
-        "| path | steps/s | x current | final loss |",
+        f"| path | steps/s | x {first} | final loss |",
         "|---|---|---|---|",
     ]
     for name, r in tr.items():
+        mark = " (default)" if name == f"{default}, fp32, channels_last" else ""
         lines.append(
-            f"| {name} | {f(r['steps_per_s'])} | {f(r['steps_per_s'] / base)} | "
+            f"| {name}{mark} | {f(r['steps_per_s'])} | {f(r['steps_per_s'] / base)} | "
             f"{r['final_loss']:.3f} |"
         )
     lines += [
@@ -73,10 +73,12 @@ def render(p: dict) -> str:
         f"| build a batch from the RAM cache (scale, crop, flip) | {1e3 * d['batch_seconds']:.1f} |",
         f"| decode one image (cold cache; once per image per process) | "
         f"{1e3 * d['decode_seconds_per_image']:.1f} |",
-        f"| model step fp32 (bare loop) | {1e3 / d['model_fp32_steps_per_s']:.1f} |",
-        f"| model step bf16 (bare loop) | {1e3 / d['model_bf16_steps_per_s']:.1f} |",
-        f"| train() step fp32, prefetch on | {1e3 / d['train_prefetch_steps_per_s']:.1f} |",
-        f"| train() step fp32, prefetch off | {1e3 / d['train_no_prefetch_steps_per_s']:.1f} |",
+        f"| {default} model step fp32 (bare loop) | {1e3 / d['model_fp32_steps_per_s']:.1f} |",
+        f"| {default} model step bf16 (bare loop) | {1e3 / d['model_bf16_steps_per_s']:.1f} |",
+        f"| {default} train() step fp32, prefetch on | "
+        f"{1e3 / d['train_prefetch_steps_per_s']:.1f} |",
+        f"| {default} train() step fp32, prefetch off | "
+        f"{1e3 / d['train_no_prefetch_steps_per_s']:.1f} |",
         "",
         "## Jobs x torch threads (steps/s summed over the jobs running at once)",
         "",
@@ -105,19 +107,11 @@ def render(p: dict) -> str:
     for name, r in ev.items():
         if isinstance(r, dict):
             lines.append(f"| {name} | {f(r['images_per_s'])} | {r['iou_cracks']:.4f} |")
-    est = estimate_full_cracks(p)
-    if est:
-        lines += [
-            "",
-            "## Estimate: the full cracks benchmark (`pilot_cracks.py --full`)",
-            "",
-            f"{est['runs']} runs x {est['iterations']} steps, 2 jobs: measured "
-            f"{est['measured_minutes']:.1f} min (docs/results/cracks_full.json, fp32), of "
-            f"which training was {100 * est['train_share']:.0f} % (summed train seconds / 2 "
-            "jobs). Scaling the training share by the 2 x 1 steps/s ratio of this run: "
-            + ", ".join(f"{k} {v:.1f} min" for k, v in est["minutes"].items())
-            + " (an estimate; `pilot_cracks.py --full` measures it).",
-        ]
+    lines += [
+        "",
+        "The full cracks benchmark's wall time with the default path is measured by "
+        "`benchmarks/pilot_cracks.py --full` itself (docs/RESULTS.md).",
+    ]
     lines += ["", f"Raw numbers: `{p['stem']}.json`.", ""]
     return "\n".join(lines)
 
@@ -125,26 +119,3 @@ def render(p: dict) -> str:
 def _size_range(sizes: list[str]) -> str:
     hw = sorted((int(a) * int(b), f"{a}x{b}") for a, b in (x.split("x") for x in sizes))
     return hw[0][1] if len(hw) == 1 else f"{hw[0][1]} to {hw[-1][1]}"
-
-
-def estimate_full_cracks(p: dict) -> dict | None:
-    """The full cracks benchmark's wall time with each path, from its measured fp32 time
-    and this run's 2 jobs x 1 thread steps/s ratio (training share only)."""
-    path = REPO / "docs" / "results" / "cracks_full.json"
-    if not path.is_file() or "jobs" not in p:
-        return None
-    d = json.loads(path.read_text(encoding="utf-8"))
-    wall = d["benchmark"]["wall_seconds"] / 60
-    share = min(1.0, sum(r["train_seconds"] for r in d["runs"]) / 2 / 60 / wall)
-    base = p["jobs"]["fp32"]["2x1"]["total_steps_per_s"]
-    minutes = {
-        k: wall * (share * base / v["2x1"]["total_steps_per_s"] + 1 - share)
-        for k, v in p["jobs"].items()
-    }
-    return {
-        "runs": len(d["runs"]),
-        "iterations": d["runs"][0]["iterations"],
-        "measured_minutes": wall,
-        "train_share": share,
-        "minutes": minutes,
-    }

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from synth2real.cli import app
 from synth2real.errors import ConfigError
 from synth2real.pilot.config import PilotConfig, check_methods
+from synth2real.segment.config import DEFAULT_MODEL
 from tests.pilot.fixtures import make_tiny_pilot_data
 
 runner = CliRunner()
@@ -89,7 +90,7 @@ def test_the_old_model_option_still_names_the_segmentation_model(tiny, tmp_path,
     )  # fmt: skip
     assert res.exit_code != 0 and "give --seg-model only" in str(res.exception)
     assert runner.invoke(app, _pilot(tiny, tmp_path, "--methods", "reinhard")).exit_code == 0
-    assert record_pilot[-1].model == "small-unet"  # the default
+    assert record_pilot[-1].model == DEFAULT_MODEL == "small-unet-add"  # the default
 
 
 def test_help_shows_the_new_names_only():

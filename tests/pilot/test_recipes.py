@@ -69,14 +69,18 @@ def test_parse_recipes_and_their_errors():
 
 
 def test_mix_budget_ids_are_those_of_the_pilot_before_recipes():
-    """Computed with the pilot of commit 9e935fe (before the recipe fields existed): old
-    pilot folders' finished mix runs still count."""
+    """Computed with the pilot of commit 9e935fe (before the recipe fields existed, when
+    small-unet was the default model): old pilot folders' finished mix runs still count
+    with ``--seg-model small-unet``; the new default model is a new id (other weights)."""
     paths = {"source": "s", "references": "r", "test": "t"}
     from synth2real.pilot.config import DEFAULT_BUDGET, QUICK_BUDGET
 
     for budget, old in ((DEFAULT_BUDGET, "58f4771eeef0"), (QUICK_BUDGET, "869b256e7899"), (TINY_BUDGET, "80cab5b55063")):  # fmt: skip
-        cfg = config(paths, budget=dict(budget))
+        cfg = config(paths, budget=dict(budget), model="small-unet")
         assert budget_id(effective_budget(cfg), cfg.model) == old
+        cfg = config(paths, budget=dict(budget))
+        assert cfg.model == "small-unet-add"
+        assert budget_id(effective_budget(cfg), cfg.model) != old
     # a recipe field away from its default is part of the id
     cfg = config(paths, budget={**TINY_BUDGET, "ft_split": 0.5})
     assert budget_id(effective_budget(cfg), cfg.model) != "80cab5b55063"

@@ -44,6 +44,44 @@ def test_small_unet_sees_a_one_pixel_line():
     assert d[16].mean() > 2 * d[12].mean()
 
 
+@pytest.mark.parametrize("skip", ["concat", "add"])
+def test_small_unet_skip_variants_see_a_one_pixel_line(skip):
+    torch.manual_seed(0)
+    model = create_model("small-unet", 2, channels=(8, 16, 32), skip=skip).eval()
+    assert model.init_kwargs["skip"] == skip
+    x = torch.full((1, 3, 32, 32), 0.5)
+    x2 = x.clone()
+    x2[0, :, 16, :] = 0.0
+    with torch.no_grad():
+        d = (model(x2) - model(x)).abs().sum(1)[0]
+    assert model(x).shape == (1, 2, 32, 32)
+    assert d[16].mean() > 2 * d[12].mean()
+
+
+def test_small_unet_add_skip_is_smaller_and_checked():
+    concat = create_model("small-unet", 2)
+    add = create_model("small-unet", 2, skip="add")
+    assert count_parameters(add) < count_parameters(concat)
+    with pytest.raises(ConfigError, match="skip"):
+        create_model("small-unet", 2, skip="sum")
+
+
+def test_a_checkpoint_from_before_skip_rebuilds_as_concat(tmp_path):
+    """Checkpoints written before ``skip`` existed store no such key: they load as concat."""
+    from synth2real.segment.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("small-unet", 2, channels=(8, 16)).eval()
+    model.init_kwargs = {"channels": [8, 16], "norm": "bn"}  # what older versions stored
+    save_checkpoint(tmp_path / "m.safetensors", model, {})
+    loaded_model, meta = load_checkpoint(tmp_path / "m.safetensors")
+    assert "skip" not in meta["model_kwargs"]
+    assert loaded_model.skip == "concat"
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded_model.eval()(x), model(x))
+
+
 def test_small_unet_groupnorm_variant():
     model = create_model("small-unet", 2, channels=(8, 16), norm="gn")
     assert model.stride == 2

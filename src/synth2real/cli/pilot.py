@@ -16,6 +16,7 @@ from synth2real.cli.common import (
     omp_passive,
     option,
 )
+from synth2real.segment.config import DEFAULT_MODEL
 
 
 def pilot_cmd(
@@ -72,7 +73,8 @@ def pilot_cmd(
     seg_model: option(
         str | None,
         "--seg-model",
-        help="Segmentation model trained per run: small-unet (default) or segformer.",
+        help=f"Segmentation model trained per run: {DEFAULT_MODEL} (default), small-unet "
+        "or segformer.",
     ) = None,
     old_model: option(str | None, "--model", hidden=True, help="Deprecated: --seg-model.") = None,
     diffusion_model: option(
@@ -145,7 +147,7 @@ def pilot_cmd(
         unlabeled_names=parse_names(unlabeled_names) if unlabeled_names else None,
         real_ratio=real_ratio,
         model=renamed("--seg-model", seg_model, "--model", old_model, "the segmentation model")
-        or "small-unet",
+        or DEFAULT_MODEL,
         device=device,
         diffusion_model=diffusion_model,
         workers=workers,

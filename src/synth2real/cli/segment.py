@@ -17,6 +17,7 @@ from synth2real.cli.common import (
     option,
     table_console,
 )
+from synth2real.segment.config import DEFAULT_MODEL
 
 
 def train_cmd(
@@ -57,7 +58,9 @@ def train_cmd(
         Path | None, "--config", help="YAML file of train options (the TrainConfig fields)."
     ) = None,
     model: option(
-        str | None, "--model", help="small-unet (CPU, default) or segformer (GPU)."
+        str | None,
+        "--model",
+        help=f"{DEFAULT_MODEL} (CPU, default), small-unet or segformer (GPU).",
     ) = None,
     pretrained: option(
         str | None,

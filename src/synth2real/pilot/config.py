@@ -20,7 +20,12 @@ from typing import Any
 
 from synth2real.errors import ConfigError, OutputExistsError
 from synth2real.guard import is_empty
-from synth2real.segment.config import make_config, normalise_settings, parse_settings
+from synth2real.segment.config import (
+    DEFAULT_MODEL,
+    make_config,
+    normalise_settings,
+    parse_settings,
+)
 
 #: Training budget of ``--quick``: a first look, about a minute per run on one CPU core;
 #: too short to separate close methods (the report says so).
@@ -194,7 +199,7 @@ class PilotConfig:
     test_names: list[str] | None = None
     source_limit: int | None = None
     real_ratio: float = 0.5
-    model: str = "small-unet"
+    model: str = DEFAULT_MODEL
     device: str = "auto"
     diffusion_model: str | None = None
     workers: int = 1

@@ -34,6 +34,10 @@ from synth2real.segment.recipe_options import RCSConfig, SelfTrainConfig
 #: ``finetune`` (the mix, then the last dataset alone at a lower learning rate),
 #: ``selftrain`` (the mix plus a mean teacher's ClassMix on unlabelled images)
 RECIPES = ("mix", "finetune", "selftrain")
+#: the model ``train`` and the pilot use unless told otherwise: small-unet with additive
+#: skips, ~1.5x the steps/s of ``small-unet`` on the CPU with crack IoU within the seed
+#: spread (docs/benchmarks/train_throughput.md, docs/RESULTS.md)
+DEFAULT_MODEL = "small-unet-add"
 SCHEDULES = ("cosine", "poly", "constant")
 CLASS_WEIGHTINGS = ("none", "frequency")
 #: fields that change how fast a run goes, not what it computes: a run may resume with
@@ -73,7 +77,8 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
             half the run did worse (0.158..0.171). Every difference is within the seed
             spread (0.02..0.04), and the plain ``mix`` scored 0.190 ± 0.024: at this
             budget fine-tuning ties mixing, it does not beat it.
-        model: registered model name (default ``"small-unet"``; see ``list_models()``).
+        model: registered model name (default :data:`DEFAULT_MODEL`, ``"small-unet-add"``;
+            see ``list_models()``).
         model_kwargs: architecture options of the model (default ``{}``).
         pretrained: pretrained weights: ``None`` (default) the model's default when
             in the local cache (no download), else random init with a warning; ``False`` random init; a hub id
@@ -125,7 +130,7 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
     recipe: str = "mix"
     ft_split: float = 0.9
     ft_lr_scale: float = 0.1
-    model: str = "small-unet"
+    model: str = DEFAULT_MODEL
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool | str | None = None
     iterations: int = 2000
