@@ -68,6 +68,24 @@ TRAIN_ROWS = [
 JOB_ROWS = [(PREVIOUS_MODEL, False), ("small-unet-add", False), ("small-unet-add", True)]
 
 
+def p_stem(args: argparse.Namespace) -> str:
+    return "train_throughput" + ("_quick" if args.quick else "")
+
+
+def previous_compile_rows(path: Path) -> dict | None:
+    """The torch.compile rows of an earlier run (``--no-compile`` keeps them, with the
+    commit and machine they were measured on), or ``None``."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if old.get("compile_before"):
+        return old["compile_before"]
+    rows = {k: v for k, v in old.get("compile", {}).items() if "torch.compile" in k}
+    if not rows:
+        return None
+    return {"rows": old["compile"], "commit": old.get("commit"), "machine": old["machine_start"]}
+
+
 def default_row() -> str:
     """The training row of the default path (default model, fp32, channels_last)."""
     return f"{DEFAULT_MODEL}, fp32, channels_last"
@@ -408,6 +426,8 @@ def main() -> None:
             except Exception as e:  # no compiler here: say so
                 p["compile"][f"{tag}, torch.compile"] = {"error": str(e).splitlines()[0][:200]}
         print(tag, p["compile"], flush=True)
+    if args.no_compile:  # keep the compile rows of the last run that measured them
+        p["compile_before"] = previous_compile_rows(OUT / f"{p_stem(args)}.json")
     p["data"] = {
         "batch_seconds": batch_s,
         "decode_seconds_per_image": decode,
@@ -428,7 +448,7 @@ def main() -> None:
     }
     p["seconds"] = time.perf_counter() - t0
     p["machine_end"] = machine_info("cpu")
-    p["stem"] = "train_throughput" + ("_quick" if args.quick else "")
+    p["stem"] = p_stem(args)
     atomic_write_text(OUT / f"{p['stem']}.json", json.dumps(p, indent=1, default=str) + "\n")
     atomic_write_text(OUT / f"{p['stem']}.md", render(p))
     print(render(p))

@@ -54,15 +54,18 @@ def render(p: dict) -> str:
         "| path | steps/s | warm-up s (incl. compile) | compile s |",
         "|---|---|---|---|",
     ]
-    for name, r in p["compile"].items():
-        if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} | | |")
-            continue
-        c = r["compile_seconds"]
-        lines.append(
-            f"| {name} | {f(r['steps_per_s'])} | {r['warmup_seconds']:.1f} | "
-            f"{'' if c is None else f'{c:.1f}'} |"
-        )
+    lines += [_compile_row(name, r) for name, r in p["compile"].items()]
+    before = p.get("compile_before")
+    if before:
+        lines += [
+            "",
+            f"Not compiled in this run (`--no-compile`); measured by the run of commit "
+            f"{before['commit']} on {before['machine']} (small-unet):",
+            "",
+            "| path | steps/s | warm-up s (incl. compile) | compile s |",
+            "|---|---|---|---|",
+        ]
+        lines += [_compile_row(name, r) for name, r in before["rows"].items()]
     d = p["data"]
     lines += [
         "",
@@ -114,6 +117,16 @@ def render(p: dict) -> str:
     ]
     lines += ["", f"Raw numbers: `{p['stem']}.json`.", ""]
     return "\n".join(lines)
+
+
+def _compile_row(name: str, r: dict) -> str:
+    if "error" in r:
+        return f"| {name} | failed: {r['error']} | | |"
+    c = r["compile_seconds"]
+    return (
+        f"| {name} | {r['steps_per_s']:.2f} | {r['warmup_seconds']:.1f} | "
+        f"{'' if c is None else f'{c:.1f}'} |"
+    )
 
 
 def _size_range(sizes: list[str]) -> str:

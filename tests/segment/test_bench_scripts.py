@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_gpu_train_times_a_model_and_renders_its_row():
     assert "| small-unet | 1.23M | 32 | 2 | off (fp32) |" in md and "| OOM | - |" in md
 
 
-def test_throughput_report_renders_and_marks_the_default():
+def test_throughput_report_renders_and_marks_the_default(tmp_path):
     bench = _load("train_throughput")
     row = {"steps_per_s": 2.0, "final_loss": 0.5}
     jobs = {
@@ -112,7 +113,16 @@ def test_throughput_report_renders_and_marks_the_default():
         "jobs": jobs,
         "eval": ev,
     }
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({**p, "machine_start": "OLD CPU", "compile": {
+        "fp32, eager": {"steps_per_s": 1.0, "warmup_seconds": 2.0, "compile_seconds": None},
+        "fp32, torch.compile": {"steps_per_s": 0.5, "warmup_seconds": 300.0, "compile_seconds": 299.0},
+    }}))  # fmt: skip
+    p["compile_before"] = bench.previous_compile_rows(old)  # what --no-compile keeps
+    assert p["compile_before"]["machine"] == "OLD CPU"
+    assert bench.previous_compile_rows(tmp_path / "missing.json") is None
     md = bench.render(p)
+    assert "| fp32, torch.compile | 0.50 | 300.0 | 299.0 |" in md and "on OLD CPU" in md
     assert "| x small-unet, fp32, channels_last |" in md and "failed: no compiler" in md
     assert "| small-unet-add, fp32, channels_last (default) | 3.00 | 1.50 | 0.500 |" in md
     assert "| small-unet, fp32, channels_last | 2.00 | 1.00 | 0.500 |" in md
