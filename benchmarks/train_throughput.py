@@ -153,16 +153,19 @@ def time_train(datasets, iters: int, **kw) -> dict:
 
 
 def make_batches(datasets, n: int):
+    from synth2real.segment.recipes import BatchSampler
     from synth2real.segment.sampling import SampleLoader, mixing_weights
     from synth2real.segment.train import _make_batch
 
     cfg = train_cfg(n)
     loaders = [SampleLoader(d, cfg.max_size) for d in datasets]
     probs = mixing_weights([len(d) for d in datasets], None, 0.5)
-    ign = datasets[0].classes.ignore_index
+    classes = datasets[0].classes
+    sampler = BatchSampler(loaders, probs, cfg, classes.num_classes, classes.ignore_index)
     t0 = time.perf_counter()
-    batches = [_make_batch(loaders, probs, i, cfg, ign) for i in range(n)]
-    return batches, (time.perf_counter() - t0) / n
+    batches = [_make_batch(sampler, i) for i in range(n)]
+    sec = (time.perf_counter() - t0) / n
+    return [(b.images, b.labels) for b in batches], sec
 
 
 def step_loop(
@@ -173,6 +176,7 @@ def step_loop(
     compile_: bool = False,
     warm: int = 3,
     model_name: str = "small-unet",
+    num_classes: int = 2,
 ) -> dict:
     """A bare training loop (model, loss, AdamW) on prepared batches."""
     import torch
@@ -181,7 +185,7 @@ def step_loop(
     from synth2real.segment.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(model_name, 2)
+    model = create_model(model_name, num_classes)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)

@@ -128,3 +128,17 @@ def test_throughput_report_renders_and_marks_the_default(tmp_path):
     assert "| small-unet, fp32, channels_last | 2.00 | 1.00 | 0.500 |" in md
     assert "| fp32 | 4.00 | 4.00 | 4.00 |" in md
     assert "| small-unet-add model step fp32 (bare loop) | 200.0 |" in md
+
+
+def test_throughput_batches_feed_the_step_loop(tmp_path):
+    """The data-side row draws its batches through the trainer's own sampler."""
+    bench = _load("train_throughput")
+    ds = make_dataset(tmp_path / "d", n=4, size=(64, 96), seed=1)
+    batches, sec = bench.make_batches([ds], 2)
+    assert sec > 0 and len(batches) == 2
+    img, lab = batches[0]
+    assert img.dtype == np.uint8 and img.shape[0] == 8 and img.shape[-1] == 3
+    assert lab.shape == img.shape[:3]
+    k = ds.classes.num_classes
+    r = bench.step_loop(batches, bf16=False, warm=1, model_name="small-unet-add", num_classes=k)
+    assert r["steps_per_s"] > 0

@@ -9,6 +9,8 @@ Models:
 - ``small-unet``: a small UNet (~1.2M parameters) that learns from random init on a CPU
   in minutes; its first encoder level and last decoder level work at full resolution so
   1-3 px structures (cracks, wires, poles) survive.
+- ``small-unet-add`` (the default of ``train`` and the pilot): the same UNet with
+  additive skips (``skip="add"``), ~1.5x faster to train on a CPU.
 - ``segformer``: transformers' ``SegformerForSemanticSegmentation`` (MiT-b0 by default),
   with pretrained encoder weights from a hub id or local folder when reachable.
 """
