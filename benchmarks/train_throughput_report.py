@@ -22,11 +22,8 @@ def render(p: dict) -> str:
         + ". "
         + (
             "Other jobs shared the cores: timings are noisier and slower than on a quiet machine. "
-            if max(
-                (p["machine_start_info"].get("load_avg") or [0])[:1]
-                + (p["machine_end"].get("load_avg") or [0])[:1]
-            )
-            > 1.0
+            # the load at start: at the end it holds this script's own two-job rows
+            if (p["machine_start_info"].get("load_avg") or [0])[0] > 1.0
             else ""
         )
         + f"Seed {p['seed']}; {p['iters']} timed steps per training row; commit {p['commit']}.",

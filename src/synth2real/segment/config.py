@@ -35,7 +35,7 @@ from synth2real.segment.recipe_options import RCSConfig, SelfTrainConfig
 #: ``selftrain`` (the mix plus a mean teacher's ClassMix on unlabelled images)
 RECIPES = ("mix", "finetune", "selftrain")
 #: the model ``train`` and the pilot use unless told otherwise: small-unet with additive
-#: skips, ~1.5x the steps/s of ``small-unet`` on the CPU with crack IoU within the seed
+#: skips, ~1.6x the steps/s of ``small-unet`` on the CPU with crack IoU within the seed
 #: spread (docs/benchmarks/train_throughput.md, docs/RESULTS.md)
 DEFAULT_MODEL = "small-unet-add"
 SCHEDULES = ("cosine", "poly", "constant")

@@ -10,7 +10,7 @@ Models:
   in minutes; its first encoder level and last decoder level work at full resolution so
   1-3 px structures (cracks, wires, poles) survive.
 - ``small-unet-add`` (the default of ``train`` and the pilot): the same UNet with
-  additive skips (``skip="add"``), ~1.5x faster to train on a CPU.
+  additive skips (``skip="add"``), ~1.6x faster to train on a CPU.
 - ``segformer``: transformers' ``SegformerForSemanticSegmentation`` (MiT-b0 by default),
   with pretrained encoder weights from a hub id or local folder when reachable.
 """
@@ -255,12 +255,12 @@ class SmallUNet(SegmentationModel):
         return self.head(x)
 
 
-#: the same UNet with additive skips: narrower decoder convolutions and upsampling, ~1.5x
-#: the training steps/s of ``small-unet`` on one CPU thread and crack IoU at least as high
-#: (docs/benchmarks/train_throughput.md, docs/RESULTS.md); the CPU default
+#: the same UNet with additive skips: narrower decoder convolutions and upsampling, ~1.6x
+#: the training steps/s of ``small-unet`` on one CPU thread with crack IoU within the seed
+#: spread (docs/benchmarks/train_throughput.md, docs/RESULTS.md); the CPU default
 register_model(
     "small-unet-add",
-    summary="small-unet with additive skips (~1.0M params); ~1.5x faster on CPU, the default",
+    summary="small-unet with additive skips (~1.0M params); ~1.6x faster on CPU, the default",
     default_lr=2e-3,
     skip="add",
 )(SmallUNet)
