@@ -47,8 +47,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402
 from synth2real.pilot.report import ordered_summary  # noqa: E402
+from synth2real.segment.config import DEFAULT_MODEL  # noqa: E402
 
-#: The two budgets; both train the default small UNet on images shrunk to a 256 px shorter
+#: The two budgets; both train the default model (small-unet-add) on images shrunk to a 256 px shorter
 #: side (the cracks images are 512 px) with 128 px crops, which at equal compute beat full
 #: resolution (docs/benchmarks/segment_cpu.md), two runs at a time with one thread each
 #: on 2 cores (--jobs). ``quick`` must finish in under 15 minutes on 2 quiet CPU cores
@@ -59,11 +60,11 @@ from synth2real.pilot.report import ordered_summary  # noqa: E402
 MODES: dict[str, dict] = {
     "quick": {
         "budget": {"iterations": 100, "batch_size": 8, "crop": 128, "max_size": 256},
-        "model": "small-unet",
+        "model": DEFAULT_MODEL,
     },
     "full": {
         "budget": {"iterations": 1000, "batch_size": 8, "crop": 128, "max_size": 256},
-        "model": "small-unet",
+        "model": DEFAULT_MODEL,
     },
 }
 #: the recipes benchmark: the full budget (``--iterations`` changes its steps), the
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
         seeds=args.seeds,
         budget=budget,
         budget_name=args.mode,
-        model=mode["model"],
+        model=args.seg_model or mode["model"],
         device=args.device,
         workers=args.workers,
         jobs=parse_jobs(args.jobs, args.device),
@@ -169,14 +170,81 @@ def run(args: argparse.Namespace) -> dict:
         "report": str(result.report) if result.report else None,
     }
     dest = Path(args.docs) / "results"
+    keep_previous_model(dest, args.mode, res["config"]["model"])
     atomic_write_text(dest / f"cracks_{args.mode}.json", json.dumps(res, indent=2))
     shutil.copyfile(result.results_csv, dest / f"cracks_{args.mode}.csv")
     return res
 
 
+def keep_previous_model(dest: Path, mode: str, model: str) -> Path | None:
+    """Before a result of ``model`` replaces ``cracks_<mode>.json``: when that file holds
+    another model's result, move it to ``cracks_<mode>_previous.json`` (RESULTS.md then
+    compares the two). Returns the moved file, or ``None``."""
+    path = dest / f"cracks_{mode}.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if old.get("config", {}).get("model") == model:
+        return None
+    prev = dest / f"cracks_{mode}_previous.json"
+    os.replace(path, prev)
+    csv = path.with_suffix(".csv")
+    if csv.is_file():
+        os.replace(csv, prev.with_suffix(".csv"))
+    return prev
+
+
 # ---------------------------------------------------------------------------------------
 # RESULTS.md
 # ---------------------------------------------------------------------------------------
+def render_model_change(new: dict, old: dict) -> str:
+    """The rows of two results of one mode with different models, side by side: crack
+    IoU per setting and method, the difference, and whether it lies within the seed spread
+    (the larger max-min range of the two), as the verdict measures."""
+    m_new, m_old = new["config"]["model"], old["config"]["model"]
+    mode = new["benchmark"]["mode"]
+    olds = {(r["setting"], r["method"]): r for r in ordered_summary(old)}
+    lines = [
+        f"### {mode} mode: {m_new} against {m_old} (the default before)",
+        "",
+        f"The {mode} mode of {m_old} as measured before (commit "
+        f"{old['benchmark'].get('commit')}, {describe_machine(old['machine'])}, "
+        f"{_secs(old['benchmark']['wall_seconds'])} wall time; "
+        f"`docs/results/cracks_{mode}_previous.json`) beside the table above "
+        f"({_secs(new['benchmark']['wall_seconds'])}). Same budget, seeds and data.",
+        "",
+        f"| setting | method | {m_old} cracks IoU | {m_new} cracks IoU | difference | seed "
+        f"spread | {m_old} training / run | {m_new} training / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    within = outside = 0
+    notes = []
+    for r in ordered_summary(new):
+        o = olds.get((r["setting"], r["method"]))
+        if not o or not r.get("iou:cracks") or not o.get("iou:cracks"):
+            continue
+        a, b = o["iou:cracks"], r["iou:cracks"]
+        diff = b["mean"] - a["mean"]
+        spread = max(a["max"] - a["min"], b["max"] - b["min"])
+        ok = abs(diff) <= spread
+        within += ok
+        outside += not ok
+        label = f"{r['setting']}{' [' + r['method'] + ']' if r['method'] else ''}"
+        if not ok:
+            notes.append(f"{label} ({diff:+.3f})")
+        lines.append(
+            f"| {r['setting']} | {r['method'] or '–'} | {_ms(a)} | {_ms(b)} | {diff:+.3f} | "
+            f"{spread:.3f}{'' if ok else ' (outside)'} | {_secs(o['train_seconds']['mean'])} | "
+            f"{_secs(r['train_seconds']['mean'])} |"
+        )
+    lines += [
+        "",
+        f"{within} of {within + outside} rows differ by no more than the seed spread"
+        + (f"; outside it: {', '.join(notes)}." if notes else "."),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _ms(st: dict | None) -> str:
     if not st or st.get("mean") is None:
         return "–"
@@ -297,7 +365,11 @@ def render_results_md(results_dir: Path) -> str:
     for mode in MODE_ORDER:
         path = results_dir / f"cracks_{mode}.json"
         if path.is_file():
-            parts.append(render_mode(json.loads(path.read_text(encoding="utf-8"))))
+            res = json.loads(path.read_text(encoding="utf-8"))
+            parts.append(render_mode(res))
+            prev = results_dir / f"cracks_{mode}_previous.json"
+            if prev.is_file():
+                parts.append(render_model_change(res, json.loads(prev.read_text("utf-8"))))
             found = True
     if not found:
         parts.append("No results yet: run `python benchmarks/pilot_cracks.py --quick`.\n")
@@ -321,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="3", help="seed count or comma list (default 3)")
     ap.add_argument("--methods", help="comma list (default: every classical method)")
     ap.add_argument("--iterations", type=int, help="override the mode's iterations")
+    ap.add_argument("--seg-model", help="the segmentation model (default: the pilot's default)")
     ap.add_argument(
         "--budget",
         action="append",

@@ -112,3 +112,48 @@ def test_results_md_gains_the_recipes_table_and_keeps_the_other_modes(tmp_path):
     # the quick section keeps its old table (no recipe column)
     quick_part = md[md.index("## quick mode") :]
     assert "| setting | method | cracks IoU |" in quick_part and "| recipe |" not in quick_part
+
+
+def test_a_new_default_model_keeps_the_old_result_and_compares_them(tmp_path):
+    bench = _bench_module()
+    methods = ["fda"]
+
+    def result(model: str, shift: float) -> dict:
+        means = plan_means(
+            methods,
+            {("source-only", None): 0.30 + shift, ("real-only", None): 0.35,
+             ("source+real", None): 0.40},
+            {"fda": {"translated": 0.30, "translated+real": 0.41}},
+        )  # fmt: skip
+        res = fake_results(means, methods, budget_name="full")
+        res["config"]["model"] = model
+        res["benchmark"] = {"mode": "full", "command": "pilot_cracks.py --full",
+                            "wall_seconds": 600.0, "runs_trained_now": 15, "runs_resumed": 0,
+                            "commit": "abc1234"}  # fmt: skip
+        return res
+
+    old = result("small-unet", 0.0)
+    (tmp_path / "cracks_full.json").write_text(json.dumps(old))
+    (tmp_path / "cracks_full.csv").write_text("old csv")
+    # the same model again: replaced in place, nothing kept
+    assert bench.keep_previous_model(tmp_path, "full", "small-unet") is None
+    assert not (tmp_path / "cracks_full_previous.json").exists()
+    prev = bench.keep_previous_model(tmp_path, "full", "small-unet-add")
+    assert (
+        prev == tmp_path / "cracks_full_previous.json"
+        and not (tmp_path / "cracks_full.json").exists()
+    )
+    assert (tmp_path / "cracks_full_previous.csv").read_text() == "old csv"
+    (tmp_path / "cracks_full.json").write_text(json.dumps(result("small-unet-add", 0.05)))
+    md = bench.render_results_md(tmp_path)
+    assert "### full mode: small-unet-add against small-unet (the default before)" in md
+    rows = [x for x in md.splitlines() if x.startswith("| source-only | – | 0.300")]
+    assert rows and "| +0.050 | 0.020 (outside) |" in rows[0]
+    assert (
+        "| real-only | – | 0.350 ± 0.010 [0.340..0.360] | 0.350 ± 0.010 [0.340..0.360] | +0.000 | 0.020 |"
+        in md
+    )
+    assert (
+        "4 of 5 rows differ by no more than the seed spread; outside it: source-only (+0.050)."
+        in md
+    )
