@@ -36,6 +36,7 @@ from pilot_cracks import MODES, default_cracks  # noqa: E402
 
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine, machine_info  # noqa: E402
+from synth2real.segment.config import DEFAULT_MODEL  # noqa: E402
 
 SETTINGS = ("source-only", "real-only", "source+real")
 OUT = REPO / "docs" / "benchmarks"
@@ -56,7 +57,7 @@ def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
         methods=["none"],
         seeds=args.seeds,
         budget={**budget, "cpu_amp": path == "bf16"},
-        model="small-unet",
+        model=DEFAULT_MODEL,
         device="cpu",
         jobs=args.jobs,
         metric="iou:cracks",
@@ -97,7 +98,11 @@ def committed_fp32(budget: dict) -> dict | None:
         return None
     d = json.loads(path.read_text(encoding="utf-8"))
     runs = [r for r in d["runs"] if r["setting"] in SETTINGS and r["method"] is None]
-    same = runs and all(all(r["budget"].get(k) == v for k, v in budget.items()) for r in runs)
+    same = (
+        runs
+        and d["config"].get("model") == DEFAULT_MODEL
+        and all(all(r["budget"].get(k) == v for k, v in budget.items()) for r in runs)
+    )
     if not same:
         return None
     return {
@@ -134,7 +139,7 @@ def render(p: dict) -> str:
         + "/".join(f"{x:g}" for x in (p["machine_end"].get("load_avg") or []))
         + ".",
         "",
-        f"Budget: {json.dumps(p['budget'])}, small-unet, seeds {p['seeds']}, "
+        f"Budget: {json.dumps(p['budget'])}, {p.get('model', 'small-unet')}, seeds {p['seeds']}, "
         f"{p['jobs']} runs at a time. Sources: "
         + "; ".join(f"{k}: {v['source']}" for k, v in p["paths"].items())
         + ".",
@@ -207,6 +212,7 @@ def main() -> None:
     p = {
         "mode": args.mode,
         "budget": budget,
+        "model": DEFAULT_MODEL,
         "seeds": args.seeds,
         "jobs": args.jobs,
         "machine_start": describe_machine(start),
