@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """The pilot's segmentation training on one device: steps/s and peak memory at crop 512.
 
-    python benchmarks/gpu_train.py             # small-unet and segformer (MiT-b0), crop 512
+    python benchmarks/gpu_train.py             # small-unet-add, small-unet, segformer (MiT-b0)
     python benchmarks/gpu_train.py --smoke     # crop 64, batch 2, on the CPU: checks the code
 
 Used by ``benchmarks/gpu_diffusion.py`` (its "training" section), so one run on a lent
 GPU gives the diffusion and the training numbers; alone it prints a table and writes
 nothing. Each model trains as ``segment.train.train`` does (AdamW, ce+dice loss, bf16
 autocast on CUDA where supported, else fp16 with a grad scaler; channels_last for
-small-unet) on random batches that already lie on the device: the model's throughput,
+the small UNets), at crop 512 on random batches that already lie on the device: the model's throughput,
 without decoding and cropping (on a GPU those run on the CPU, in train's prefetch
 thread). Random init (no weights are downloaded: time and memory do not depend on them).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-MODELS = ("small-unet", "segformer")
+MODELS = ("small-unet-add", "small-unet", "segformer")
 
 
 def time_model(name: str, device, *, crop: int, batch: int, steps: int, warmup: int) -> dict:
@@ -36,7 +36,7 @@ def time_model(name: str, device, *, crop: int, batch: int, steps: int, warmup: 
     torch.manual_seed(0)
     kw = {"pretrained": False} if name == "segformer" else {}
     model = create_model(name, 2, **kw).to(device)
-    if name == "small-unet":
+    if name != "segformer":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=get_model_entry(name).default_lr)
     cuda = device.type == "cuda"

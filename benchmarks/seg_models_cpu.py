@@ -7,7 +7,9 @@
 Candidates (the three new ones are defined here, registered for this process only; they
 go into ``segment/models.py`` only if they win):
 
-- ``small-unet``: today's default, channels (8, 16, 32, 64, 128, 128);
+- ``small-unet``: the default before, channels (8, 16, 32, 64, 128, 128);
+- ``small-unet-add``: the default now (``segment/models.py``), the same UNet with
+  additive skips;
 - ``small-unet-wide``: the same UNet with twice the channels (``model_kwargs``);
 - ``stem-unet``: a cheap strided stem (one 3x3 conv at full resolution, 8 channels, kept
   as a skip for 1-3 px structures), then a UNet from 1/2 resolution with more channels
@@ -15,7 +17,7 @@ go into ``segment/models.py`` only if they win):
 - ``res-unet``: today's layout with a light residual encoder (a 3x3 + 3x3 basic block
   with identity shortcut at every coarser level);
 
-and, for today's model, cross-entropy weighted by class frequency
+and, for both small UNets, cross-entropy weighted by class frequency
 (``class_weighting=frequency``) as the loss choice for thin classes.
 
 Data: the cracks set (``../shared/datasets/cracks``: 300 synthetic images + the 10 real
@@ -148,6 +150,11 @@ CONFIGS = {
     "stem-unet": {"model": "stem-unet"},
     "res-unet": {"model": "res-unet"},
     "small-unet + frequency-weighted ce": {"model": "small-unet", "class_weighting": "frequency"},
+    "small-unet-add": {"model": "small-unet-add"},
+    "small-unet-add + frequency-weighted ce": {
+        "model": "small-unet-add",
+        "class_weighting": "frequency",
+    },
 }
 
 
