@@ -2,7 +2,7 @@
 """The docs/BENCHMARK.md pilot protocol on the cracks set; writes docs/RESULTS.md.
 
     python benchmarks/pilot_cracks.py --quick            # < 15 min on 2 quiet CPU cores
-    python benchmarks/pilot_cracks.py --full             # ~1.5 h on 2 CPU cores
+    python benchmarks/pilot_cracks.py --full             # 67 min on 2 CPU cores (measured)
     python benchmarks/pilot_cracks.py --full --device cuda
     python benchmarks/pilot_cracks.py --recipes [--iterations N]   # mix, finetune, selftrain
 

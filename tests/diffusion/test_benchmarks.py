@@ -48,10 +48,10 @@ def test_gpu_benchmark_smoke_mode_runs_every_preset_and_the_reference(tmp_path):
     (step,) = record["filter_steps"]
     assert step["max_abs_diff"] < 1e-4  # ours equals the reference re-creation
     train = {r["model"]: r for r in record["train"]}  # the pilot's training, timed too
-    assert set(train) == {"small-unet", "segformer"}
+    assert set(train) == {"small-unet-add", "small-unet", "segformer"}
     assert all(r["steps_per_s"] > 0 and r["crop"] == 64 for r in train.values())
     md = (tmp_path / "gpu_diffusion_smoke.md").read_text()
-    assert "| small-unet | 1.23M | 64 | 2 |" in md
+    assert "| small-unet | 1.23M | 64 | 2 |" in md and "| small-unet-add | 1.01M | 64 | 2 |" in md
     assert "| 64x128 | cactif | reference |" in md and "Do not edit by hand" in md
     assert "| 64x128 | styleid | off |" in md and "by FreeU form" in md
 
