@@ -165,3 +165,24 @@ def test_changed_label_maps_are_written_decoded_and_manifests_read_back(tmp_path
     assert [e["name"] for e in read_manifest(tmp_path / "out")] == [s.name for s in src.samples]
     with pytest.raises(ConfigError, match="generic layout"):
         DatasetWriter(tmp_path / "o2", src, "supervisely", copy_labels=False)
+
+
+def test_stale_temp_files_go_and_a_peers_newer_ones_stay(tmp_path):
+    """A shard that checked it was alone removes temp files older than its check, not the
+    in-flight files of a shard that started just after (they would vanish mid-rename)."""
+    import os
+    import time
+
+    src = open_dataset(write_generic(tmp_path / "syn", [(10, 10)]))
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    stale, peer = out / "images" / ".a.png.0001.tmp", out / ".run.json.0002.tmp"
+    stale.write_bytes(b"x")
+    peer.write_bytes(b"y")
+    now = time.time()
+    os.utime(stale, (now - 60, now - 60))  # left by a killed run a minute ago
+    os.utime(peer, (now + 1, now + 1))  # written after the check
+    w = DatasetWriter(out, src)
+    w.start({"method": "x"}, temp_before=now)
+    assert not stale.exists() and peer.exists()
+    assert w.remove_temp_files() == 1 and not peer.exists()  # no cutoff: every temp file

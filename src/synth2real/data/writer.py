@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,9 +248,15 @@ class DatasetWriter:
             elif p.exists():
                 p.unlink()
 
-    def start(self, run: dict, *, remove_temp: bool = True) -> None:
+    def start(
+        self, run: dict, *, remove_temp: bool = True, temp_before: float | None = None
+    ) -> None:
         """Write run.json and the class spec / meta file, remove stale temp files (unless
-        ``remove_temp`` is false: another shard may be writing)."""
+        ``remove_temp`` is false: another shard may be writing; with ``temp_before``, only
+        those last modified before that time, so a shard that started after the caller
+        checked it was alone keeps its files in flight)."""
+        if temp_before is None:
+            temp_before = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
         if self.plan.layout == "supervisely":
@@ -260,10 +267,11 @@ class DatasetWriter:
         else:
             save_class_spec(self.classes, self.out / "classes.yaml")
         if remove_temp:
-            self.remove_temp_files()
+            self.remove_temp_files(before=temp_before)
 
-    def remove_temp_files(self) -> int:
-        """Delete ``.<name>.*.tmp`` files left by a killed run (our atomic writers' names)."""
+    def remove_temp_files(self, before: float | None = None) -> int:
+        """Delete ``.<name>.*.tmp`` files left by a killed run (our atomic writers' names);
+        with ``before``, only those last modified before that time (``time.time()``)."""
         n = 0
         for name in ("images", "labels", "img", "ann", PARTS_DIR, "."):
             folder = self.out / name
@@ -272,7 +280,13 @@ class DatasetWriter:
             for dirpath, _dirnames, filenames in os.walk(folder):
                 for f in filenames:
                     if f.startswith(".") and f.endswith(".tmp"):
-                        Path(dirpath, f).unlink(missing_ok=True)
+                        path = Path(dirpath, f)
+                        try:
+                            if before is not None and path.stat().st_mtime >= before:
+                                continue  # written since the caller started: a live peer's
+                        except FileNotFoundError:
+                            continue
+                        path.unlink(missing_ok=True)
                         n += 1
                 if name == ".":
                     break

@@ -237,7 +237,8 @@ def _translate_locked(
     if prepared:  # load the model before anything is written: bad weights change nothing
         prepare_worker(method, references, source, writer, info, None)
     if is_main:  # another shard's temporary files are its images in flight: left alone
-        writer.start(run, remove_temp=lock.alone())
+        started = time.time()  # a shard starting after the check keeps its newer files
+        writer.start(run, remove_temp=lock.alone(), temp_before=started)
     if state is not None:
         state.wait_for_everyone()
         if not is_main:
