@@ -186,3 +186,15 @@ def test_stale_temp_files_go_and_a_peers_newer_ones_stay(tmp_path):
     w.start({"method": "x"}, temp_before=now)
     assert not stale.exists() and peer.exists()
     assert w.remove_temp_files() == 1 and not peer.exists()  # no cutoff: every temp file
+
+
+def test_a_folder_holding_only_a_peers_write_in_flight_is_new(tmp_path):
+    src = open_dataset(write_generic(tmp_path / "syn", [(10, 10)]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".run.json.00ab.tmp").write_text("{")  # another shard's run.json, not renamed yet
+    w = DatasetWriter(out, src)
+    assert w.check_folder({"method": "x"}, resume=True, overwrite=False, shard=(1, 2)) == "new"
+    (out / "stray.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not a synth2real"):
+        w.check_folder({"method": "x"}, resume=True, overwrite=False, shard=(1, 2))

@@ -207,10 +207,15 @@ class DatasetWriter:
                 ``resume``.
             ConfigError: ``out`` overlaps the source folder.
         """
-        from synth2real.guard import check_output, is_empty
+        from synth2real.guard import check_output, is_lock_file
 
         check_output(self.out, {"the source dataset": self.source_root, **dict(self.protect)})
-        if is_empty(self.out):  # (a run's lock file does not count)
+        # lock files and atomic writes in flight (a shard that started a moment earlier is
+        # writing run.json) do not make the folder someone else's
+        if not self.out.is_dir() or all(
+            is_lock_file(p) or (p.name.startswith(".") and p.name.endswith(".tmp"))
+            for p in self.out.iterdir()
+        ):
             return "new"
         run_file = self.out / RUN_FILE
         if not run_file.is_file():
