@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +147,11 @@ def plan_labels(source: Dataset, layout: str = "auto", copy_labels: bool = True)
     return LabelPlan("generic", False, None, f"{fmt} labels decoded and written as index PNGs")
 
 
+def _is_temp_name(name: str) -> bool:
+    """``.<name>.<token>.tmp``: a file of our atomic writers (``data/io.py``) in flight."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 class DatasetWriter:
     """Writes translated samples of ``source`` into ``out`` (picklable: workers use it).
 
@@ -213,8 +217,7 @@ class DatasetWriter:
         # lock files and atomic writes in flight (a shard that started a moment earlier is
         # writing run.json) do not make the folder someone else's
         if not self.out.is_dir() or all(
-            is_lock_file(p) or (p.name.startswith(".") and p.name.endswith(".tmp"))
-            for p in self.out.iterdir()
+            is_lock_file(p) or _is_temp_name(p.name) for p in self.out.iterdir()
         ):
             return "new"
         run_file = self.out / RUN_FILE
@@ -260,8 +263,6 @@ class DatasetWriter:
         ``remove_temp`` is false: another shard may be writing; with ``temp_before``, only
         those last modified before that time, so a shard that started after the caller
         checked it was alone keeps its files in flight)."""
-        if temp_before is None:
-            temp_before = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
         if self.plan.layout == "supervisely":
@@ -284,7 +285,7 @@ class DatasetWriter:
                 continue
             for dirpath, _dirnames, filenames in os.walk(folder):
                 for f in filenames:
-                    if f.startswith(".") and f.endswith(".tmp"):
+                    if _is_temp_name(f):
                         path = Path(dirpath, f)
                         try:
                             if before is not None and path.stat().st_mtime >= before:
