@@ -237,9 +237,10 @@ def _translate_locked(
     if prepared:  # load the model before anything is written: bad weights change nothing
         prepare_worker(method, references, source, writer, info, None)
     if is_main:  # another shard's temporary files are its images in flight: left alone
-        # a shard starting after the check keeps its newer files; file times come from the
-        # kernel's coarse clock (they may lag time.time() by a tick): 2 s of margin
-        started = time.time() - 2.0
+        # with other shards, one starting after the check keeps its newer files (file
+        # times come from the kernel's coarse clock and may lag time.time(): 2 s of
+        # margin); a lone run (the lock refuses any other) removes every temp file
+        started = time.time() - 2.0 if shard[1] > 1 else None
         writer.start(run, remove_temp=lock.alone(), temp_before=started)
     if state is not None:
         state.wait_for_everyone()
