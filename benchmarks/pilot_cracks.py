@@ -170,21 +170,23 @@ def run(args: argparse.Namespace) -> dict:
         "report": str(result.report) if result.report else None,
     }
     dest = Path(args.docs) / "results"
-    keep_previous_model(dest, args.mode, res["config"]["model"])
+    keep_previous_model(dest, args.mode, res["config"]["model"], res["config"]["budget"])
     atomic_write_text(dest / f"cracks_{args.mode}.json", json.dumps(res, indent=2))
     shutil.copyfile(result.results_csv, dest / f"cracks_{args.mode}.csv")
     return res
 
 
-def keep_previous_model(dest: Path, mode: str, model: str) -> Path | None:
+def keep_previous_model(dest: Path, mode: str, model: str, budget: dict) -> Path | None:
     """Before a result of ``model`` replaces ``cracks_<mode>.json``: when that file holds
-    another model's result, move it to ``cracks_<mode>_previous.json`` (RESULTS.md then
-    compares the two). Returns the moved file, or ``None``."""
+    another model's result with the same ``budget``, move it to
+    ``cracks_<mode>_previous.json`` (RESULTS.md then compares the two). A result of
+    another budget is simply replaced (git keeps it): two models trained for different
+    step counts say nothing about the models. Returns the moved file, or ``None``."""
     path = dest / f"cracks_{mode}.json"
     if not path.is_file():
         return None
-    old = json.loads(path.read_text(encoding="utf-8"))
-    if old.get("config", {}).get("model") == model:
+    old = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    if old.get("model") == model or old.get("budget") != budget:
         return None
     prev = dest / f"cracks_{mode}_previous.json"
     os.replace(path, prev)

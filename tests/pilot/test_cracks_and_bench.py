@@ -135,10 +135,14 @@ def test_a_new_default_model_keeps_the_old_result_and_compares_them(tmp_path):
     old = result("small-unet", 0.0)
     (tmp_path / "cracks_full.json").write_text(json.dumps(old))
     (tmp_path / "cracks_full.csv").write_text("old csv")
+    budget = old["config"]["budget"]
     # the same model again: replaced in place, nothing kept
-    assert bench.keep_previous_model(tmp_path, "full", "small-unet") is None
+    assert bench.keep_previous_model(tmp_path, "full", "small-unet", budget) is None
+    # another model at another budget: no comparison either (steps differ)
+    longer = {**budget, "iterations": budget["iterations"] + 1}
+    assert bench.keep_previous_model(tmp_path, "full", "small-unet-add", longer) is None
     assert not (tmp_path / "cracks_full_previous.json").exists()
-    prev = bench.keep_previous_model(tmp_path, "full", "small-unet-add")
+    prev = bench.keep_previous_model(tmp_path, "full", "small-unet-add", budget)
     assert (
         prev == tmp_path / "cracks_full_previous.json"
         and not (tmp_path / "cracks_full.json").exists()
