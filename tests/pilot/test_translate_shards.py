@@ -63,3 +63,27 @@ def test_sharded_translation_writes_what_one_process_writes(tmp_path, monkeypatc
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     names = [json.loads(x)["name"] for x in (b / "manifest.jsonl").read_text().splitlines()]
     assert sorted(names) == sorted(s.name for s in source.samples)  # merged: every image
+
+
+def test_a_cached_translation_of_other_inputs_is_refused_naming_what_differs(tmp_path):
+    import pytest
+
+    from synth2real.errors import OutputExistsError
+
+    paths = make_tiny_pilot_data(tmp_path / "data")
+    cfg = _cfg(paths, device="cpu")
+    source = open_dataset(paths["source"])
+    refs = load_references(open_dataset(paths["references"]))
+    tdir = tmp_path / "cache" / "reinhard"
+    first = inputs.translate_method(cfg, "reinhard", source, refs, tdir, False)
+    assert first["complete"]
+    # the same call again reuses it; a cache copied from elsewhere names its old source
+    assert inputs.translate_method(cfg, "reinhard", source, refs, tdir, False) == first
+    info = tdir.parent / "reinhard.json"
+    rec = json.loads(info.read_text())
+    rec["inputs"]["source"] = "/elsewhere/source_max256"
+    info.write_text(json.dumps(rec))
+    with pytest.raises(OutputExistsError) as err:
+        inputs.translate_method(cfg, "reinhard", source, refs, tdir, False)
+    msg = str(err.value)
+    assert "source: '/elsewhere/source_max256' now " in msg and "seed" not in msg

@@ -237,9 +237,16 @@ def translate_method(
     }
     old = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else None
     if old is not None and (old.get("params") != params or old.get("inputs") != inputs):
+        was = {**(old.get("params") or {}), **(old.get("inputs") or {})}
+        now = {**params, **inputs}
+        diff = "; ".join(
+            f"{k}: {was.get(k)!r} now {now.get(k)!r}"
+            for k in sorted(set(was) | set(now))
+            if was.get(k) != now.get(k)
+        )
         raise OutputExistsError(
-            f"{tdir} holds a translation made with other parameters or inputs "
-            f"({old.get('params')} vs {params}); delete it or use another cache/output folder"
+            f"{tdir} holds a translation made with other parameters or inputs ({diff}); "
+            "delete it or use another cache/output folder"
         )
     n_total = len(source)
     if old is not None and old.get("complete"):
