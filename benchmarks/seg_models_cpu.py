@@ -306,7 +306,8 @@ def render(p: dict) -> str:
         f"{p['machine_start']}; load avg at end "
         + "/".join(f"{x:g}" for x in p["machine_end"].get("load_avg") or [])
         + f". {p['cpu_seconds']:g} CPU-seconds per run (1 torch thread), seeds {p['seeds']}, "
-        f"commit {p['commit']}.",
+        f"commit {p['commit']}."
+        + (f" Command: `{p['command']}`." if p.get("command") else ""),
         "",
     ]
     for ds, rows in p["results"].items():
@@ -315,17 +316,20 @@ def render(p: dict) -> str:
         lines += [
             f"## {ds}",
             "",
-            "| config | steps | CPU min | " + " | ".join(classes) + " | thin mean | mIoU |",
-            "|---|---|---|" + "---|" * (len(classes) + 2),
+            "| config | steps | CPU min | "
+            + " | ".join(classes)
+            + " | thin mean | thin min..max over seeds | mIoU |",
+            "|---|---|---|" + "---|" * (len(classes) + 3),
         ]
         for name, runs in rows.items():
             cells = [f"{_mean(runs, lambda r, c=c: r['iou'][c]):.3f}" for c in classes]
-            thin_m = _mean(runs, lambda r, t=thin: sum(r["iou"][c] or 0 for c in t) / len(t))
+            per_seed = [sum(r["iou"][c] or 0 for c in thin) / len(thin) for r in runs]
             lines.append(
                 f"| {name} | {_mean(runs, lambda r: r['iterations']):.0f} | "
                 f"{_mean(runs, lambda r: r['cpu_seconds']) / 60:.2f} | "
                 + " | ".join(cells)
-                + f" | {thin_m:.3f} | {_mean(runs, lambda r: r['miou']):.3f} |"
+                + f" | {sum(per_seed) / len(per_seed):.3f} | {min(per_seed):.3f}..{max(per_seed):.3f}"
+                + f" | {_mean(runs, lambda r: r['miou']):.3f} |"
             )
         lines.append("")
     lines += [f"Means over seeds; per-seed numbers: `{p['stem']}.json`.", ""]
@@ -356,6 +360,7 @@ def main() -> None:
         "seeds": seeds,
         "cpu_seconds": cpu_s,
         "commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine_start": describe_machine(machine_info("cpu")),
         "results": {},
     }
