@@ -23,8 +23,10 @@ Writes ``docs/results/cracks_<mode>.json`` and ``.csv`` (every run, the machine,
 budget, the wall time) and regenerates ``docs/RESULTS.md`` from every
 ``docs/results/cracks_*.json`` present, so quick, full and recipes results sit side by
 side. ``--docs DIR`` writes them under another folder instead (``DIR/results/``,
-``DIR/RESULTS.md``: a trial run leaves ``docs/`` alone). ``--render-only`` rewrites
-RESULTS.md from the JSON files without running anything.
+``DIR/RESULTS.md``: a trial run leaves ``docs/`` alone). ``--render-only`` trains
+nothing: it recomputes each JSON file's ``verdict`` from its stored runs with the current
+verdict code (``synth2real.pilot.verdict.decide``; the runs, numbers and timings are left
+as measured) and rewrites RESULTS.md.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402
 from synth2real.pilot.report import ordered_summary  # noqa: E402
+from synth2real.pilot.verdict import decide  # noqa: E402
 from synth2real.segment.config import DEFAULT_MODEL  # noqa: E402
 
 #: The two budgets; both train the default model (small-unet-add) on images shrunk to a 256 px shorter
@@ -346,6 +349,19 @@ def render_mode(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def refresh_verdicts(results_dir: Path) -> None:
+    """Recompute the ``verdict`` of every ``cracks_*.json`` from its stored runs, so that
+    a change of the verdict's wording or rule reaches the results without retraining."""
+    for path in sorted(results_dir.glob("cracks_*.json")):
+        res = json.loads(path.read_text(encoding="utf-8"))
+        methods = [m for m in res["config"]["methods"] if m != "none"]
+        verdict = decide(res["runs"], methods, res["metric"]).to_dict()
+        if verdict != res["verdict"]:
+            res["verdict"] = verdict
+            atomic_write_text(path, json.dumps(res, indent=2))
+            print(f"refreshed the verdict of {path}")
+
+
 def render_results_md(results_dir: Path) -> str:
     parts = [
         "# Results: the pilot on the cracks set",
@@ -437,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         res = run(args)
         print(f"{args.mode}: {res['verdict']['headline']}")
+    else:
+        refresh_verdicts(results_dir)
     md = Path(args.docs) / "RESULTS.md"
     atomic_write_text(md, render_results_md(results_dir))
     print(f"wrote {md}")

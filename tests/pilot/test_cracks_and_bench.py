@@ -73,6 +73,31 @@ def test_results_md_is_rendered_from_the_json(tmp_path):
     assert "No results yet" in bench.render_results_md(tmp_path / "empty")
 
 
+def test_render_only_refreshes_a_stale_verdict_and_leaves_the_runs_as_measured(tmp_path):
+    bench = _bench_module()
+    means = plan_means(
+        ["fda"],
+        {("source-only", None): 0.30, ("real-only", None): 0.35, ("source+real", None): 0.40},
+        {"fda": {"translated": 0.33, "translated+real": 0.46}},
+    )
+    res = fake_results(means, ["fda"], budget_name="quick")
+    res["benchmark"] = {"mode": "quick", "command": "pilot_cracks.py --quick", "wall_seconds": 1.0,
+                        "runs_trained_now": 21, "runs_resumed": 0, "commit": "abc1234"}  # fmt: skip
+    fresh = dict(res["verdict"])
+    res["verdict"] = {**fresh, "headline": "an old wording"}
+    path = tmp_path / "results" / "cracks_quick.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(res))
+    assert bench.main(["--render-only", "--docs", str(tmp_path)]) == 0
+    after = json.loads(path.read_text())
+    assert after["verdict"] == fresh and after["runs"] == res["runs"]
+    assert "an old wording" not in (tmp_path / "RESULTS.md").read_text()
+    assert fresh["headline"] in (tmp_path / "RESULTS.md").read_text()
+    stamp = path.stat().st_mtime_ns
+    bench.main(["--render-only", "--docs", str(tmp_path)])  # nothing stale: not rewritten
+    assert path.stat().st_mtime_ns == stamp
+
+
 def test_results_md_gains_the_recipes_table_and_keeps_the_other_modes(tmp_path):
     bench = _bench_module()
     assert bench.MODES["recipes"]["budget"] == bench.MODES["full"]["budget"]

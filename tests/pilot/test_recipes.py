@@ -265,8 +265,29 @@ def test_untouched_synthetic_data_helping_recommends_no_method():
     assert v.questions["synthetic"].best == ("finetune", "translated+real", "m")
     assert v.questions["translation"].answer == "no"
     assert v.recommended is None and v.recommended_recipe == "finetune"
-    assert v.headline.startswith("Use the untouched synthetic images with the finetune recipe:")
-    assert "translation of m adds nothing" in v.headline
+    # the headline names the untouched run group it recommends, not the translated one
+    assert v.headline.startswith(
+        "Use the untouched synthetic images with the finetune recipe: source+real (finetune) "
+        "cracks IoU 0.600 (0.590..0.610, 3 seeds), +0.250 over real-only (seed spread 0.020)"
+    )
+    assert "translated+real [m] (finetune) at 0.610" in v.headline
+    assert "is within the seed spread of it: the translation of m adds nothing" in v.headline
+
+
+def test_a_translated_winner_whose_untouched_twin_falls_short_is_not_credited_to_either():
+    means = plan_means(
+        ["m"],
+        {**BASE, ("source+real", None): 0.34, ("finetune", "source+real", None): 0.36},
+        # m's run group beats real-only (+0.025 > 0.02) but not source+real (+0.015)
+        {"m": {"translated": 0.31, "translated+real": 0.34, ("finetune", "translated+real"): 0.375}},
+        recipes=("mix", "finetune"),
+    )
+    v = decide(fake_runs(means), ["m"], "iou:cracks")
+    assert v.questions["synthetic"].best == ("finetune", "translated+real", "m")
+    assert v.recommended is None and v.recommended_recipe == "finetune"
+    assert v.headline.startswith("Use the synthetic data with the finetune recipe: translated+real [m]")
+    assert "Whether m translates it or not makes no difference" in v.headline
+    assert "source+real (finetune) alone does not beat every baseline" in v.headline
 
 
 def test_missing_selftrain_baseline_leaves_the_synthetic_question_open():
