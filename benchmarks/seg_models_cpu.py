@@ -306,8 +306,7 @@ def render(p: dict) -> str:
         f"{p['machine_start']}; load avg at end "
         + "/".join(f"{x:g}" for x in p["machine_end"].get("load_avg") or [])
         + f". {p['cpu_seconds']:g} CPU-seconds per run (1 torch thread), seeds {p['seeds']}, "
-        f"commit {p['commit']}."
-        + (f" Command: `{p['command']}`." if p.get("command") else ""),
+        f"commit {p['commit']}." + (f" Command: `{p['command']}`." if p.get("command") else ""),
         "",
     ]
     for ds, rows in p["results"].items():

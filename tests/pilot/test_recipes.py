@@ -279,13 +279,21 @@ def test_a_translated_winner_whose_untouched_twin_falls_short_is_not_credited_to
         ["m"],
         {**BASE, ("source+real", None): 0.34, ("finetune", "source+real", None): 0.36},
         # m's run group beats real-only (+0.025 > 0.02) but not source+real (+0.015)
-        {"m": {"translated": 0.31, "translated+real": 0.34, ("finetune", "translated+real"): 0.375}},
+        {
+            "m": {
+                "translated": 0.31,
+                "translated+real": 0.34,
+                ("finetune", "translated+real"): 0.375,
+            }
+        },
         recipes=("mix", "finetune"),
     )
     v = decide(fake_runs(means), ["m"], "iou:cracks")
     assert v.questions["synthetic"].best == ("finetune", "translated+real", "m")
     assert v.recommended is None and v.recommended_recipe == "finetune"
-    assert v.headline.startswith("Use the synthetic data with the finetune recipe: translated+real [m]")
+    assert v.headline.startswith(
+        "Use the synthetic data with the finetune recipe: translated+real [m]"
+    )
     assert "Whether m translates it or not makes no difference" in v.headline
     assert "source+real (finetune) alone does not beat every baseline" in v.headline
 

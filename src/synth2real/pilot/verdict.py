@@ -366,7 +366,11 @@ def _recipes_headline(
             )
             return method, recipe, head
         if method is None:
-            return None, recipe, f"Use the untouched synthetic images with the {recipe} recipe: {detail}"
+            return (
+                None,
+                recipe,
+                f"Use the untouched synthetic images with the {recipe} recipe: {detail}",
+            )
         return None, recipe, _untranslated_headline(stats, syn.best, label, detail)
     if syn.answer == "incomplete":
         head = f"Does the synthetic data help? Not known yet: {detail}"
