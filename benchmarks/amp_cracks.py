@@ -4,6 +4,7 @@
     python benchmarks/amp_cracks.py                 # bf16, 3 baselines x 3 seeds, 1000 steps
     python benchmarks/amp_cracks.py --paths fp32,bf16   # both paths, same seeds (2x the time)
     python benchmarks/amp_cracks.py --quick         # 60 steps, 1 seed: checks the script
+    python benchmarks/amp_cracks.py --tag _add      # writes amp_cracks_add.{md,json}
 
 Runs the pilot's three baseline settings (source-only, real-only, source+real) on the
 cracks set with the full budget of ``benchmarks/pilot_cracks.py`` (1000 steps of 8 crops
@@ -177,7 +178,7 @@ def render(p: dict) -> str:
         )
     lines += [
         "",
-        "Raw numbers: `amp_cracks" + ("_quick" if p["mode"] == "quick" else "") + ".json`.",
+        f"Raw numbers: `{p['stem']}.json`.",
         "",
     ]
     return "\n".join(lines)
@@ -197,6 +198,7 @@ def main() -> None:
     ap.add_argument("--cracks", default=str(default_cracks()))
     ap.add_argument("--work", default=str(REPO / "runs" / "amp"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tag", default="", help="appended to the output files' names")
     ap.add_argument(
         "--finished-only",
         action="store_true",
@@ -217,6 +219,7 @@ def main() -> None:
         "jobs": args.jobs,
         "machine_start": describe_machine(start),
         "commit": git_commit(),
+        "stem": "amp_cracks" + ("_quick" if args.quick else "") + args.tag,
         "paths": {},
     }
     wanted = [x.strip() for x in args.paths.split(",") if x.strip()]
@@ -245,9 +248,8 @@ def main() -> None:
                     "speed": a[s]["train_seconds"] / b[s]["train_seconds"],
                 }
     p["machine_end"] = machine_info("cpu")
-    stem = "amp_cracks" + ("_quick" if args.quick else "")
-    atomic_write_text(OUT / f"{stem}.json", json.dumps(p, indent=1) + "\n")
-    atomic_write_text(OUT / f"{stem}.md", render(p))
+    atomic_write_text(OUT / f"{p['stem']}.json", json.dumps(p, indent=1) + "\n")
+    atomic_write_text(OUT / f"{p['stem']}.md", render(p))
     print(render(p))
 
 
