@@ -1,26 +1,31 @@
 #!/usr/bin/env python3
-"""Does bf16 autocast on the CPU keep the pilot's crack IoU? Writes docs/benchmarks/amp_cracks.*
+"""Does a change of the training budget keep the pilot's crack IoU? Writes docs/benchmarks/budget_cracks_*
 
-    python benchmarks/amp_cracks.py                 # bf16, 3 baselines x 3 seeds, 1000 steps
-    python benchmarks/amp_cracks.py --paths fp32,bf16   # both paths, same seeds (2x the time)
-    python benchmarks/amp_cracks.py --quick         # 60 steps, 1 seed: checks the script
-    python benchmarks/amp_cracks.py --tag _add      # writes amp_cracks_add.{md,json}
+    python benchmarks/budget_cracks.py --set cpu_amp=true --tag _bf16           # bf16 autocast
+    python benchmarks/budget_cracks.py --set class_weighting=frequency --tag _freq_ce
+    python benchmarks/budget_cracks.py --set cpu_amp=true --paths default,candidate  # both now
+    python benchmarks/budget_cracks.py --quick      # 60 steps, 1 seed: checks the script
 
 Runs the pilot's three baseline settings (source-only, real-only, source+real) on the
 cracks set with the full budget of ``benchmarks/pilot_cracks.py`` (1000 steps of 8 crops
 of 128 px, images at a 256 px shorter side), two runs at a time with one thread each, once
-per path: ``fp32`` (``cpu_amp=false``, the current path) and/or ``bf16``
-(``cpu_amp=true``). A path not run here is read from ``docs/results/cracks_full.json``
-(the same budget, seeds and data, trained by ``pilot_cracks.py --full``) when that file
-has the same budget, so the default compares bf16 against the committed fp32 numbers.
-For each setting: crack IoU per seed, mean, min..max, train seconds per run; bf16 is
-*within the spread* when its mean lies inside the fp32 min..max and the difference of
-means is at most the larger of the two seed spreads.
+per path: ``default`` (the full budget as it is) and/or ``candidate`` (the same budget with
+the ``--set`` changes, parsed as ``train --set`` parses them; default ``cpu_amp=true``).
+A path not run here is read from ``docs/results/cracks_full.json`` (the same budget,
+seeds and data, trained by ``pilot_cracks.py --full``) when that file has the same budget
+and model, so the default compares the candidate against the committed numbers. For each
+setting: crack IoU per seed, mean, min..max, train seconds per run; the candidate is
+*within the spread* when its mean lies inside the default's min..max and the difference
+of means is at most the larger of the two seed spreads. Writes
+``docs/benchmarks/budget_cracks{_quick}{--tag}.{md,json}``. (The script was called
+``amp_cracks.py`` when it compared bf16 only; ``amp_cracks*.md`` were written under that
+name.)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -44,7 +49,8 @@ OUT = REPO / "docs" / "benchmarks"
 
 
 def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
-    """Train the baselines with ``cpu_amp`` set by ``path``; the pilot's run records."""
+    """Train the baselines with ``budget`` (already holding the path's changes); the
+    pilot's run records."""
     from synth2real.pilot import PilotConfig, run_pilot
 
     cracks = Path(args.cracks)
@@ -57,7 +63,7 @@ def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
         test_names=list(splits["test"]),
         methods=["none"],
         seeds=args.seeds,
-        budget={**budget, "cpu_amp": path == "bf16"},
+        budget=budget,
         model=DEFAULT_MODEL,
         device="cpu",
         jobs=args.jobs,
@@ -67,7 +73,7 @@ def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
     t0 = time.perf_counter()
     res = run_pilot(
         cfg,
-        Path(args.work) / f"{args.mode}-{path}",
+        run_dir(path, args),
         resume=True,
         report=False,
         progress=not args.quiet,
@@ -79,9 +85,18 @@ def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
     }
 
 
+def run_dir(path: str, args: argparse.Namespace) -> Path:
+    """The pilot folder of one path; a candidate's name holds a hash of its change, so
+    that checks of different changes never resume each other's runs."""
+    if path == "default":
+        return Path(args.work) / f"{args.mode}-default"
+    digest = hashlib.sha1(json.dumps(args.change, sort_keys=True, default=list).encode())
+    return Path(args.work) / f"{args.mode}-candidate-{digest.hexdigest()[:8]}"
+
+
 def finished_so_far(path: str, args: argparse.Namespace) -> dict | None:
     """The runs a stopped call of this script finished (the pilot's partial results)."""
-    f = Path(args.work) / f"{args.mode}-{path}" / "results.json"
+    f = run_dir(path, args) / "results.json"
     if not f.is_file():
         return None
     runs = json.loads(f.read_text(encoding="utf-8"))["runs"]
@@ -92,8 +107,8 @@ def finished_so_far(path: str, args: argparse.Namespace) -> dict | None:
     }
 
 
-def committed_fp32(budget: dict) -> dict | None:
-    """The fp32 baselines of docs/results/cracks_full.json when trained with ``budget``."""
+def committed_default(budget: dict) -> dict | None:
+    """The baselines of docs/results/cracks_full.json when trained with ``budget``."""
     path = REPO / "docs" / "results" / "cracks_full.json"
     if not path.is_file():
         return None
@@ -132,18 +147,19 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def render(p: dict) -> str:
+    change = ", ".join(f"{k}={json.dumps(v)}" for k, v in p["change"].items())
     lines = [
-        "# bf16 autocast on the CPU: crack IoU against the fp32 path",
+        f"# {change} on the CPU: crack IoU against the default budget",
         "",
-        f"Written by `benchmarks/amp_cracks.py` ({p['mode']} mode). Machine at start: "
+        f"Written by `benchmarks/budget_cracks.py` ({p['mode']} mode). Machine at start: "
         f"{p['machine_start']}. At end: load avg "
         + "/".join(f"{x:g}" for x in (p["machine_end"].get("load_avg") or []))
         + ".",
         "",
-        f"Budget: {json.dumps(p['budget'])}, {p.get('model', 'small-unet')}, seeds {p['seeds']}, "
-        f"{p['jobs']} runs at a time. Sources: "
+        f"Default budget: {json.dumps(p['budget'])}, {p['model']}, seeds {p['seeds']}, "
+        f"{p['jobs']} runs at a time; candidate: the same with {change}. Sources: "
         + "; ".join(f"{k}: {v['source']}" for k, v in p["paths"].items())
-        + ".",
+        + f". Command: `{p['command']}`.",
         "",
         "| setting | path | crack IoU per seed | mean | min..max | train s / run |",
         "|---|---|---|---|---|---|",
@@ -161,42 +177,60 @@ def render(p: dict) -> str:
     if len({v["source"] for v in p["paths"].values()}) > 1:
         lines += [
             "The two paths ran in different calls (see the sources): their train seconds "
-            "reflect each call's machine load, not only the path; the speed of each path "
-            "is measured side by side in `train_throughput.md`.",
+            "reflect each call's machine load, not only the path.",
             "",
         ]
     for s, c in p.get("comparison", {}).items():
         verdict = (
             "within the spread"
             if c["within"]
-            else "NOT within: the bf16 mean lies outside the fp32 min..max or differs by "
-            "more than the spread"
+            else "NOT within: the candidate's mean lies outside the default's min..max or "
+            "differs by more than the spread"
         )
         lines.append(
-            f"- {s}: bf16 - fp32 = {c['delta']:+.3f} crack IoU (seed spread {c['spread']:.3f}); "
-            f"{verdict}; train time x{c['speed']:.2f}."
+            f"- {s}: candidate - default = {c['delta']:+.3f} crack IoU (seed spread "
+            f"{c['spread']:.3f}); {verdict}; train time x{c['speed']:.2f}."
         )
-    lines += [
-        "",
-        f"Raw numbers: `{p['stem']}.json`.",
-        "",
-    ]
+    lines += ["", f"Raw numbers: `{p['stem']}.json`.", ""]
     return "\n".join(lines)
 
 
+def compare_paths(a: dict, b: dict) -> dict:
+    """Per setting: candidate ``b`` against default ``a`` (summaries of :func:`summarise`)."""
+    out = {}
+    for s in SETTINGS:
+        if s in a and s in b:
+            spread = max(a[s]["max"] - a[s]["min"], b[s]["max"] - b[s]["min"])
+            delta = b[s]["mean"] - a[s]["mean"]
+            out[s] = {
+                "delta": delta,
+                "spread": spread,
+                "within": abs(delta) <= spread and a[s]["min"] <= b[s]["mean"] <= a[s]["max"],
+                "speed": a[s]["train_seconds"] / b[s]["train_seconds"],
+            }
+    return out
+
+
 def main() -> None:
+    from synth2real.segment.config import parse_settings
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="60 steps, seed 0: checks the script")
     ap.add_argument(
+        "--set",
+        action="append",
+        help="KEY=VALUE of the candidate budget, as train --set (default cpu_amp=true)",
+    )
+    ap.add_argument(
         "--paths",
-        default="bf16",
-        help="fp32,bf16 (default bf16; fp32 is read "
+        default="candidate",
+        help="default,candidate (default: candidate; the default path is read "
         "from docs/results/cracks_full.json when not run)",
     )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--cracks", default=str(default_cracks()))
-    ap.add_argument("--work", default=str(REPO / "runs" / "amp"))
+    ap.add_argument("--work", default=str(REPO / "runs" / "budget_cracks"))
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--tag", default="", help="appended to the output files' names")
     ap.add_argument(
@@ -209,46 +243,40 @@ def main() -> None:
     budget = dict(MODES["full"]["budget"])
     if args.quick:
         budget["iterations"], args.seeds = 60, "0"
+    change = args.change = parse_settings(args.set or ["cpu_amp=true"])
     args.seeds = [int(s) for s in str(args.seeds).split(",")]
     start = machine_info("cpu")
     p = {
         "mode": args.mode,
         "budget": budget,
+        "change": change,
         "model": DEFAULT_MODEL,
         "seeds": args.seeds,
         "jobs": args.jobs,
         "machine_start": describe_machine(start),
         "commit": git_commit(),
-        "stem": "amp_cracks" + ("_quick" if args.quick else "") + args.tag,
+        "command": "budget_cracks.py " + " ".join(sys.argv[1:]),
+        "stem": "budget_cracks" + ("_quick" if args.quick else "") + args.tag,
         "paths": {},
     }
     wanted = [x.strip() for x in args.paths.split(",") if x.strip()]
-    for path in ("fp32", "bf16"):
+    for path, b in (("default", budget), ("candidate", {**budget, **change})):
         if args.finished_only and path in wanted:
             got = finished_so_far(path, args)
         elif path in wanted:
-            got = run_path(path, args, budget)
+            got = run_path(path, args, b)
         else:
-            got = committed_fp32(budget) if path == "fp32" else None
+            got = committed_default(budget) if path == "default" else None
         if got is not None:
             got["runs"] = [r for r in got["runs"] if r["seed"] in args.seeds]
             got["summary"] = summarise(got["runs"])
             p["paths"][path] = got
-    if "fp32" in p["paths"] and "bf16" in p["paths"]:
-        a, b = p["paths"]["fp32"]["summary"], p["paths"]["bf16"]["summary"]
-        p["comparison"] = {}
-        for s in SETTINGS:
-            if s in a and s in b:
-                spread = max(a[s]["max"] - a[s]["min"], b[s]["max"] - b[s]["min"])
-                delta = b[s]["mean"] - a[s]["mean"]
-                p["comparison"][s] = {
-                    "delta": delta,
-                    "spread": spread,
-                    "within": abs(delta) <= spread and a[s]["min"] <= b[s]["mean"] <= a[s]["max"],
-                    "speed": a[s]["train_seconds"] / b[s]["train_seconds"],
-                }
+    if "default" in p["paths"] and "candidate" in p["paths"]:
+        p["comparison"] = compare_paths(
+            p["paths"]["default"]["summary"], p["paths"]["candidate"]["summary"]
+        )
     p["machine_end"] = machine_info("cpu")
-    atomic_write_text(OUT / f"{p['stem']}.json", json.dumps(p, indent=1) + "\n")
+    atomic_write_text(OUT / f"{p['stem']}.json", json.dumps(p, indent=1, default=list) + "\n")
     atomic_write_text(OUT / f"{p['stem']}.md", render(p))
     print(render(p))
 
