@@ -173,23 +173,38 @@ def run(args: argparse.Namespace) -> dict:
         "report": str(result.report) if result.report else None,
     }
     dest = Path(args.docs) / "results"
-    keep_previous_model(dest, args.mode, res["config"]["model"], res["config"]["budget"])
+    keep_previous_defaults(dest, args.mode, res)
     atomic_write_text(dest / f"cracks_{args.mode}.json", json.dumps(res, indent=2))
     shutil.copyfile(result.results_csv, dest / f"cracks_{args.mode}.csv")
     return res
 
 
-def keep_previous_model(dest: Path, mode: str, model: str, budget: dict) -> Path | None:
-    """Before a result of ``model`` replaces ``cracks_<mode>.json``: when that file holds
-    another model's result with the same ``budget``, move it to
-    ``cracks_<mode>_previous.json`` (RESULTS.md then compares the two). A result of
-    another budget is simply replaced (git keeps it): two models trained for different
-    step counts say nothing about the models. Returns the moved file, or ``None``."""
+def default_changes(new: dict, old: dict) -> list[str]:
+    """What two results of one mode trained differently: the model and every effective
+    training setting (the results' ``budget``) present in both with another value, as
+    ``"key: old -> new"``."""
+    out = []
+    if new["config"]["model"] != old["config"]["model"]:
+        out.append(f"model: {old['config']['model']} -> {new['config']['model']}")
+    a, b = old.get("budget", {}), new.get("budget", {})
+    out += [f"{k}: {json.dumps(a[k])} -> {json.dumps(b[k])}" for k in b if k in a and a[k] != b[k]]
+    return out
+
+
+def keep_previous_defaults(dest: Path, mode: str, res: dict) -> Path | None:
+    """Before ``res`` replaces ``cracks_<mode>.json``: when that file holds a result of the
+    same mode budget (steps, batch, crop, size) trained with other defaults (another
+    model or another effective setting: :func:`default_changes`), move it to
+    ``cracks_<mode>_previous.json`` (RESULTS.md then compares the two). A result of another
+    mode budget is simply replaced (git keeps it): runs of different step counts say
+    nothing about the defaults. Returns the moved file, or ``None``."""
     path = dest / f"cracks_{mode}.json"
     if not path.is_file():
         return None
-    old = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    if old.get("model") == model or old.get("budget") != budget:
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if old.get("config", {}).get("budget") != res["config"]["budget"]:
+        return None
+    if not default_changes(res, old):
         return None
     prev = dest / f"cracks_{mode}_previous.json"
     os.replace(path, prev)
@@ -199,27 +214,26 @@ def keep_previous_model(dest: Path, mode: str, model: str, budget: dict) -> Path
     return prev
 
 
-# ---------------------------------------------------------------------------------------
-# RESULTS.md
-# ---------------------------------------------------------------------------------------
-def render_model_change(new: dict, old: dict) -> str:
-    """The rows of two results of one mode with different models, side by side: crack
-    IoU per setting and method, the difference, and whether it lies within the seed spread
-    (the larger max-min range of the two), as the verdict measures."""
-    m_new, m_old = new["config"]["model"], old["config"]["model"]
+def render_default_change(new: dict, old: dict) -> str:
+    """The rows of two results of one mode with different defaults (model or training
+    settings), side by side: crack IoU per setting and method, the difference, and whether
+    it lies within the seed spread (the larger max-min range of the two), as the verdict
+    measures."""
     mode = new["benchmark"]["mode"]
+    changes = default_changes(new, old)
     olds = {(r["setting"], r["method"]): r for r in ordered_summary(old)}
     lines = [
-        f"### {mode} mode: {m_new} against {m_old} (the default before)",
+        f"### {mode} mode: the defaults now against before ({'; '.join(changes)})",
         "",
-        f"The {mode} mode of {m_old} as measured before (commit "
+        f"The {mode} mode as measured before (commit "
         f"{old['benchmark'].get('commit')}, {describe_machine(old['machine'])}, "
         f"{_secs(old['benchmark']['wall_seconds'])} wall time; "
         f"`docs/results/cracks_{mode}_previous.json`) beside the table above "
-        f"({_secs(new['benchmark']['wall_seconds'])}). Same budget, seeds and data.",
+        f"({_secs(new['benchmark']['wall_seconds'])}). Same mode budget, seeds and data; "
+        f"what changed: {'; '.join(f'`{c}`' for c in changes)}.",
         "",
-        f"| setting | method | {m_old} cracks IoU | {m_new} cracks IoU | difference | seed "
-        f"spread | {m_old} training / run | {m_new} training / run |",
+        "| setting | method | before: cracks IoU | now: cracks IoU | difference | seed "
+        "spread | before: training / run | now: training / run |",
         "|---|---|---|---|---|---|---|---|",
     ]
     within = outside = 0
@@ -387,7 +401,7 @@ def render_results_md(results_dir: Path) -> str:
             parts.append(render_mode(res))
             prev = results_dir / f"cracks_{mode}_previous.json"
             if prev.is_file():
-                parts.append(render_model_change(res, json.loads(prev.read_text("utf-8"))))
+                parts.append(render_default_change(res, json.loads(prev.read_text("utf-8"))))
             found = True
     if not found:
         parts.append("No results yet: run `python benchmarks/pilot_cracks.py --quick`.\n")

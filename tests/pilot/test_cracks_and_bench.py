@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 from synth2real.pilot import PilotConfig, run_pilot
@@ -139,11 +140,11 @@ def test_results_md_gains_the_recipes_table_and_keeps_the_other_modes(tmp_path):
     assert "| setting | method | cracks IoU |" in quick_part and "| recipe |" not in quick_part
 
 
-def test_a_new_default_model_keeps_the_old_result_and_compares_them(tmp_path):
+def test_new_defaults_keep_the_old_result_and_compare_them(tmp_path):
     bench = _bench_module()
     methods = ["fda"]
 
-    def result(model: str, shift: float) -> dict:
+    def result(model: str, shift: float, **settings) -> dict:
         means = plan_means(
             methods,
             {("source-only", None): 0.30 + shift, ("real-only", None): 0.35,
@@ -152,30 +153,38 @@ def test_a_new_default_model_keeps_the_old_result_and_compares_them(tmp_path):
         )  # fmt: skip
         res = fake_results(means, methods, budget_name="full")
         res["config"]["model"] = model
+        res["budget"] = {**res["budget"], **settings}
         res["benchmark"] = {"mode": "full", "command": "pilot_cracks.py --full",
                             "wall_seconds": 600.0, "runs_trained_now": 15, "runs_resumed": 0,
                             "commit": "abc1234"}  # fmt: skip
         return res
 
-    old = result("small-unet", 0.0)
+    old = result("small-unet", 0.0, cpu_amp=False)
     (tmp_path / "cracks_full.json").write_text(json.dumps(old))
     (tmp_path / "cracks_full.csv").write_text("old csv")
-    budget = old["config"]["budget"]
-    # the same model again: replaced in place, nothing kept
-    assert bench.keep_previous_model(tmp_path, "full", "small-unet", budget) is None
-    # another model at another budget: no comparison either (steps differ)
-    longer = {**budget, "iterations": budget["iterations"] + 1}
-    assert bench.keep_previous_model(tmp_path, "full", "small-unet-add", longer) is None
+    # the same defaults again: replaced in place, nothing kept
+    assert (
+        bench.keep_previous_defaults(tmp_path, "full", result("small-unet", 0.1, cpu_amp=False))
+        is None
+    )
+    # other defaults at another mode budget: no comparison either (steps differ)
+    longer = result("small-unet-add", 0.0)
+    longer["config"]["budget"] = {**longer["config"]["budget"], "iterations": 11}
+    assert bench.keep_previous_defaults(tmp_path, "full", longer) is None
     assert not (tmp_path / "cracks_full_previous.json").exists()
-    prev = bench.keep_previous_model(tmp_path, "full", "small-unet-add", budget)
+    new = result("small-unet-add", 0.05, cpu_amp="auto", class_weighting="none")
+    prev = bench.keep_previous_defaults(tmp_path, "full", new)
     assert (
         prev == tmp_path / "cracks_full_previous.json"
         and not (tmp_path / "cracks_full.json").exists()
     )
     assert (tmp_path / "cracks_full_previous.csv").read_text() == "old csv"
-    (tmp_path / "cracks_full.json").write_text(json.dumps(result("small-unet-add", 0.05)))
+    (tmp_path / "cracks_full.json").write_text(json.dumps(new))
     md = bench.render_results_md(tmp_path)
-    assert "### full mode: small-unet-add against small-unet (the default before)" in md
+    assert (
+        '### full mode: the defaults now against before (model: small-unet -> small-unet-add; cpu_amp: false -> "auto")'
+        in md
+    )
     rows = [x for x in md.splitlines() if x.startswith("| source-only | – | 0.300")]
     assert rows and "| +0.050 | 0.020 (outside) |" in rows[0]
     assert (
@@ -186,3 +195,8 @@ def test_a_new_default_model_keeps_the_old_result_and_compares_them(tmp_path):
         "4 of 5 rows differ by no more than the seed spread; outside it: source-only (+0.050)."
         in md
     )
+    # a settings change alone (same model) is a change of defaults too
+    os.replace(tmp_path / "cracks_full.json", tmp_path / "x.json")
+    (tmp_path / "cracks_full.json").write_text(json.dumps(new))
+    freq = result("small-unet-add", 0.0, cpu_amp="auto", class_weighting="frequency")
+    assert bench.keep_previous_defaults(tmp_path, "full", freq) is not None
