@@ -70,14 +70,18 @@ def test_parse_recipes_and_their_errors():
 
 def test_mix_budget_ids_are_those_of_the_pilot_before_recipes():
     """Computed with the pilot of commit 9e935fe (before the recipe fields existed, when
-    small-unet was the default model): old pilot folders' finished mix runs still count
-    with ``--seg-model small-unet``; the new default model is a new id (other weights)."""
+    small-unet was the default model and trained in fp32): old pilot folders' finished mix
+    runs still count with ``--seg-model small-unet --budget cpu_amp=false``; the new
+    default model and the new cpu_amp default are new ids (other weights)."""
     paths = {"source": "s", "references": "r", "test": "t"}
     from synth2real.pilot.config import DEFAULT_BUDGET, QUICK_BUDGET
 
     for budget, old in ((DEFAULT_BUDGET, "58f4771eeef0"), (QUICK_BUDGET, "869b256e7899"), (TINY_BUDGET, "80cab5b55063")):  # fmt: skip
-        cfg = config(paths, budget=dict(budget), model="small-unet")
+        cfg = config(paths, budget={**budget, "cpu_amp": False}, model="small-unet")
         assert budget_id(effective_budget(cfg), cfg.model) == old
+        # cpu_amp="auto" (the default since) may train in bf16: not the old runs
+        cfg = config(paths, budget=dict(budget), model="small-unet")
+        assert budget_id(effective_budget(cfg), cfg.model) != old
         cfg = config(paths, budget=dict(budget))
         assert cfg.model == "small-unet-add"
         assert budget_id(effective_budget(cfg), cfg.model) != old

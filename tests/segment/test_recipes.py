@@ -319,7 +319,7 @@ def test_open_unlabeled_errors_name_the_folder_or_file(tmp_path):
 
 
 def test_a_run_stored_before_the_recipe_keys_existed_is_the_same_run(data, tmp_path):
-    res = train(data[0], _cfg(iterations=2), tmp_path / "old", progress=False)
+    res = train(data[0], _cfg(iterations=2, cpu_amp=False), tmp_path / "old", progress=False)
     meta = read_meta(res.checkpoint)
     new_keys = ("recipe", "ft_split", "ft_lr_scale", "st_", "rcs")
     meta["train_config"] = {
@@ -327,7 +327,9 @@ def test_a_run_stored_before_the_recipe_keys_existed_is_the_same_run(data, tmp_p
     }
     meta.pop("unlabeled")
     run = {k: read_meta(res.checkpoint)[k] for k in ("data", "weights", "classes", "unlabeled")}
-    run["train_config"] = _cfg(iterations=2).result_dict()
+    run["train_config"] = _cfg(iterations=2, cpu_amp=False).result_dict()
     assert train_mod._same_run(meta, run) == []
-    run["train_config"] = _cfg(iterations=2, recipe="finetune", ft_split=0.5).result_dict()
+    run["train_config"] = _cfg(
+        iterations=2, cpu_amp=False, recipe="finetune", ft_split=0.5
+    ).result_dict()
     assert train_mod._same_run(meta, run) == ["train_config.recipe", "train_config.ft_split"]

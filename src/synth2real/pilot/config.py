@@ -402,11 +402,13 @@ def budget_id(budget: dict[str, Any], model: str) -> str:
     """Short hash of the effective budget and model: a finished run counts on resume only
     with the same one. Newer fields at their default are left out, so the id of a
     budget that does not touch them is the one it had before they existed (runs of
-    older pilot folders still count)."""
-    from synth2real.segment.config import TrainConfig
+    older pilot folders still count). A newer field whose default changed since
+    (:data:`LEGACY_VALUES`) is left out only at its old value."""
+    from synth2real.segment.config import LEGACY_VALUES, TrainConfig
 
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
-    kept = {k: v for k, v in budget.items() if not (is_newer_field(k) and defaults.get(k) == v)}
+    legacy = {**defaults, **LEGACY_VALUES}
+    kept = {k: v for k, v in budget.items() if not (is_newer_field(k) and legacy.get(k) == v)}
     blob = json.dumps({"budget": kept, "model": model}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

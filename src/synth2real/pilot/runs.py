@@ -152,6 +152,7 @@ def run_one(spec: RunSpec, runs: Runs, progress: bool) -> dict:
         "train_seconds": _num(getattr(tres, "seconds", None)) or round(wall, 3),
         "eval_seconds": _num(getattr(ev, "seconds", None)),
         "iterations": getattr(tres, "iterations", None),
+        "precision": getattr(tres, "precision", None),
         "final_loss": _num(losses[-1]) if losses else None,
         "translate_seconds_per_image": tinfo.get("seconds_per_image") if tinfo else None,
         "real_fraction": real_fraction,

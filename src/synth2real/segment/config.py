@@ -40,6 +40,10 @@ RECIPES = ("mix", "finetune", "selftrain")
 DEFAULT_MODEL = "small-unet-add"
 SCHEDULES = ("cosine", "poly", "constant")
 CLASS_WEIGHTINGS = ("none", "frequency")
+#: the value a TrainConfig field had, implicitly, before it existed, where its default is
+#: now another: ``cpu_amp`` came as ``False`` (fp32) and became ``"auto"``. A run stored
+#: without the field was trained with this value.
+LEGACY_VALUES: dict[str, Any] = {"cpu_amp": False}
 #: fields that change how fast a run goes, not what it computes: a run may resume with
 #: different values
 RUNTIME_FIELDS = ("device", "num_threads", "cache", "cache_max_gb", "save_every", "prefetch")
@@ -114,9 +118,11 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
         device: ``"auto"`` (default: cuda, mps, else cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
         num_threads: CPU threads for torch during the run (default ``None``: unchanged).
         amp: mixed precision on CUDA (bf16 where supported, else fp16) (default True).
-        cpu_amp: bf16 autocast on the CPU (default False). ~1.4x faster small-unet
-            steps on a CPU with native bf16 (AVX512-BF16, AMX), emulated without; off by
-            default because crack IoU came out lower with it (docs/SEGMENT.md, AMP).
+        cpu_amp: bf16 autocast on the CPU: ``"auto"`` (default: on where the CPU
+            computes bf16 natively, AVX512-BF16 or AMX; off elsewhere, where it would be
+            emulated), ``True`` or ``False``. ~1.4x the small-unet-add steps/s on this
+            project's CPU, crack IoU at least that of fp32 at the full cracks budget
+            (docs/SEGMENT.md, AMP; docs/benchmarks/amp_cracks_add.md).
         channels_last: NHWC memory layout, ~1.3x faster convolutions on CPU (default True).
         max_size: shorter-side cap applied when images are decoded (default 1024;
             ``None``: full size). Crops are taken from the capped images.
@@ -153,7 +159,7 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
     device: str = "auto"
     num_threads: int | None = None
     amp: bool = True
-    cpu_amp: bool = False
+    cpu_amp: bool | str = "auto"
     channels_last: bool = True
     max_size: int | None = 1024
     cache: bool = True
@@ -225,6 +231,8 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
             bad("schedule", f"must be one of {SCHEDULES}")
         if self.loss not in LOSSES:
             bad("loss", f"must be one of {LOSSES}")
+        if not (isinstance(self.cpu_amp, bool) or self.cpu_amp == "auto"):
+            bad("cpu_amp", "must be true, false or auto")
         if self.class_weighting not in CLASS_WEIGHTINGS:
             bad("class_weighting", f"must be one of {CLASS_WEIGHTINGS}")
         if self.max_class_weight < 1:

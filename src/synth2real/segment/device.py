@@ -41,6 +41,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(d)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), where bf16
+    autocast is faster than fp32; elsewhere oneDNN emulates it (``cpu_amp="auto"``)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(n)`` (no change when ``None``)."""

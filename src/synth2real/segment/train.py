@@ -16,6 +16,7 @@ shorter side is capped to ``max_size``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import threading
@@ -40,8 +41,8 @@ from synth2real.segment.checkpoint import (
     read_tensors,
     save_checkpoint,
 )
-from synth2real.segment.config import RUNTIME_FIELDS, TrainConfig
-from synth2real.segment.device import resolve_device, torch_threads
+from synth2real.segment.config import LEGACY_VALUES, RUNTIME_FIELDS, TrainConfig
+from synth2real.segment.device import native_cpu_bf16, resolve_device, torch_threads
 from synth2real.segment.losses import class_weights_from_frequencies, segmentation_loss
 from synth2real.segment.models import create_model
 from synth2real.segment.recipes import (
@@ -71,6 +72,8 @@ class TrainResult:
             was already finished and nothing was trained).
         mix_losses: self-training: the ClassMix loss ``L_mix`` of every iteration
             (``losses`` holds ``L_sup + st_mix_weight * L_mix``); else empty.
+        precision: what the forward passes computed in under autocast: ``"float32"``,
+            ``"bfloat16"`` or ``"float16"``.
     """
 
     checkpoint: Path
@@ -79,6 +82,7 @@ class TrainResult:
     losses: list[float]
     resumed_from: int = 0
     mix_losses: list[float] = field(default_factory=list)
+    precision: str = "float32"
 
 
 def _check_datasets(datasets: Sequence[Dataset]) -> None:
@@ -176,8 +180,8 @@ class _DeferredInterrupt:
 def _same_run(meta: dict, run: dict) -> list[str]:
     """Keys of ``run`` whose stored value differs (empty: the same run)."""
     stored_cfg = {k: v for k, v in meta.get("train_config", {}).items() if k not in RUNTIME_FIELDS}
-    if stored_cfg:  # keys added since the run was stored had their default there
-        stored_cfg = {**TrainConfig().result_dict(), **stored_cfg}
+    if stored_cfg:  # keys added since the run was stored had their (then) default there
+        stored_cfg = {**TrainConfig().result_dict(), **LEGACY_VALUES, **stored_cfg}
     diff = [
         f"train_config.{k}"
         for k in run["train_config"]
@@ -239,6 +243,9 @@ def train(
     """
     cfg = cfg if cfg is not None else TrainConfig()
     cfg.validate()
+    if cfg.cpu_amp == "auto":  # resolved here: what this machine computes in is the run's
+        on_cpu = resolve_device(cfg.device).type == "cpu"
+        cfg = dataclasses.replace(cfg, cpu_amp=on_cpu and native_cpu_bf16())
     if isinstance(datasets, Dataset):
         datasets = [datasets]
     datasets = list(datasets)
@@ -289,6 +296,7 @@ def train(
             list(meta["losses"]),
             int(meta["iteration"]),
             list(meta.get("mix_losses", [])),
+            meta.get("precision", "float32"),
         )
 
     device = resolve_device(cfg.device)
@@ -368,11 +376,14 @@ def train(
             else torch.float16
         )
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype is torch.float16)
+        precision = str(amp_dtype).removeprefix("torch.") if use_amp else "float32"
 
         def meta_now(done: int, seconds: float) -> dict:
             return {
                 **run,
                 "train_config": cfg.to_dict(),
+                # what autocast computed in (cpu_amp="auto" resolves per machine)
+                "precision": precision,
                 "ignore_index": ignore,
                 "iteration": done,
                 "losses": losses,
@@ -460,7 +471,7 @@ def train(
         sidecar["loss_first_last"] = [losses[0], losses[-1]] if losses else []
         atomic_write_text(out_dir / "model.json", json.dumps(sidecar, indent=1) + "\n")
         state_path.unlink(missing_ok=True)
-    return TrainResult(final_path, seconds, done, list(losses), start, list(mix_losses))
+    return TrainResult(final_path, seconds, done, list(losses), start, list(mix_losses), precision)
 
 
 def _to_input(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
