@@ -40,9 +40,8 @@ RECIPES = ("mix", "finetune", "selftrain")
 DEFAULT_MODEL = "small-unet-add"
 SCHEDULES = ("cosine", "poly", "constant")
 CLASS_WEIGHTINGS = ("none", "frequency")
-#: the value a TrainConfig field had, implicitly, before it existed, where its default is
-#: now another: ``cpu_amp`` came as ``False`` (fp32) and became ``"auto"``. A run stored
-#: without the field was trained with this value.
+#: what a field was, implicitly, in runs stored before it existed, where its default
+#: has changed since: ``cpu_amp`` came as ``False`` (fp32), then became ``"auto"``
 LEGACY_VALUES: dict[str, Any] = {"cpu_amp": False}
 #: fields that change how fast a run goes, not what it computes: a run may resume with
 #: different values
@@ -118,11 +117,9 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
         device: ``"auto"`` (default: cuda, mps, else cpu), ``"cpu"``, ``"cuda"``, ``"mps"``.
         num_threads: CPU threads for torch during the run (default ``None``: unchanged).
         amp: mixed precision on CUDA (bf16 where supported, else fp16) (default True).
-        cpu_amp: bf16 autocast on the CPU: ``"auto"`` (default: on where the CPU
-            computes bf16 natively, AVX512-BF16 or AMX; off elsewhere, where it would be
-            emulated), ``True`` or ``False``. ~1.4x the small-unet-add steps/s on this
-            project's CPU, crack IoU at least that of fp32 at the full cracks budget
-            (docs/SEGMENT.md, AMP; docs/benchmarks/amp_cracks_add.md).
+        cpu_amp: bf16 autocast on the CPU: ``"auto"`` (default: on where the CPU has
+            native bf16, AVX512-BF16 or AMX, else off), ``True`` or ``False``. ~1.4x the
+            small-unet-add steps/s here, crack IoU at least fp32's (docs/SEGMENT.md, AMP).
         channels_last: NHWC memory layout, ~1.3x faster convolutions on CPU (default True).
         max_size: shorter-side cap applied when images are decoded (default 1024;
             ``None``: full size). Crops are taken from the capped images.
