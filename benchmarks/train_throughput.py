@@ -11,7 +11,7 @@ pilot's two jobs gets on 2 cores) unless said otherwise:
 1. **training** steps/s through ``segment.train.train`` itself (data, prefetch thread,
    optimiser) for ``small-unet`` (the default before) in fp32 with and without
    ``channels_last`` and with bf16 autocast (``cpu_amp``), and for ``small-unet-add`` (the
-   default now) in fp32 and bf16; the images are in the RAM cache (decoded beforehand);
+   default now, bf16 where the CPU has native bf16) in fp32 and bf16; the images are in the RAM cache (decoded beforehand);
 2. **torch.compile** of the default model (a bare step loop on prepared batches, beside the same
    loop uncompiled): the compile time (first steps) and the steps/s after it;
 3. **data side**: per step, the time to build a batch from the cache (crop, scale, flip),
@@ -55,13 +55,13 @@ __all__ = ["BUDGET", "render"]
 DEFAULT_MODEL, PREVIOUS_MODEL = TrainConfig().model, "small-unet"
 #: ``train()`` rows: (name, TrainConfig fields); the first is the baseline of "x" columns
 TRAIN_ROWS = [
-    (f"{PREVIOUS_MODEL}, fp32, channels_last", {"model": PREVIOUS_MODEL}),
+    (f"{PREVIOUS_MODEL}, fp32, channels_last", {"model": PREVIOUS_MODEL, "cpu_amp": False}),
     (
         f"{PREVIOUS_MODEL}, fp32, contiguous (channels_last=false)",
-        {"model": PREVIOUS_MODEL, "channels_last": False},
+        {"model": PREVIOUS_MODEL, "channels_last": False, "cpu_amp": False},
     ),
     (f"{PREVIOUS_MODEL}, bf16 autocast (cpu_amp=true)", {"model": PREVIOUS_MODEL, "cpu_amp": True}),
-    ("small-unet-add, fp32, channels_last", {"model": "small-unet-add"}),
+    ("small-unet-add, fp32, channels_last", {"model": "small-unet-add", "cpu_amp": False}),
     ("small-unet-add, bf16 autocast (cpu_amp=true)", {"model": "small-unet-add", "cpu_amp": True}),
 ]
 #: jobs x threads rows: (model, bf16)
@@ -87,7 +87,12 @@ def previous_compile_rows(path: Path) -> dict | None:
 
 
 def default_row() -> str:
-    """The training row of the default path (default model, fp32, channels_last)."""
+    """The training row of the default path on this CPU: the default model, channels_last,
+    bf16 autocast where the CPU has native bf16 (``cpu_amp="auto"``), else fp32."""
+    from synth2real.segment.device import native_cpu_bf16
+
+    if native_cpu_bf16():
+        return f"{DEFAULT_MODEL}, bf16 autocast (cpu_amp=true)"
     return f"{DEFAULT_MODEL}, fp32, channels_last"
 
 
@@ -413,6 +418,7 @@ def main() -> None:
     decode = warm_cache(data, BUDGET["max_size"])
     time_train(data, 3)  # first steps of the process: allocator, oneDNN kernels
     p["default_model"] = DEFAULT_MODEL
+    p["default_row"] = default_row()  # the report marks it
     p["train"] = {}
     for name, kw in TRAIN_ROWS:
         p["train"][name] = time_train(data, args.iters, **kw)
@@ -437,7 +443,7 @@ def main() -> None:
         "decode_seconds_per_image": decode,
         "model_fp32_steps_per_s": p["compile"][f"{DEFAULT_MODEL}, fp32, eager"]["steps_per_s"],
         "model_bf16_steps_per_s": p["compile"][f"{DEFAULT_MODEL}, bf16, eager"]["steps_per_s"],
-        "train_prefetch_steps_per_s": p["train"][default_row()]["steps_per_s"],
+        "train_prefetch_steps_per_s": p["train"][p["default_row"]]["steps_per_s"],
         "train_no_prefetch_steps_per_s": no_prefetch["steps_per_s"],
     }
     # a checkpoint to evaluate: the current path, a few more steps than the timed rows

@@ -13,6 +13,7 @@ def render(p: dict) -> str:
     first = next(iter(tr))
     base = tr[first]["steps_per_s"]
     default = p.get("default_model", "small-unet")
+    path = p.get("default_row", f"{default}, fp32, channels_last")  # older runs: fp32
     lines = [
         "# small-unet and small-unet-add throughput on the CPU: training and evaluation",
         "",
@@ -39,7 +40,9 @@ def render(p: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, r in tr.items():
-        mark = " (default)" if name == f"{default}, fp32, channels_last" else ""
+        mark = (
+            " (default)" if name == p.get("default_row", f"{default}, fp32, channels_last") else ""
+        )
         lines.append(
             f"| {name}{mark} | {f(r['steps_per_s'])} | {f(r['steps_per_s'] / base)} | "
             f"{r['final_loss']:.3f} |"
@@ -75,9 +78,9 @@ def render(p: dict) -> str:
         f"{1e3 * d['decode_seconds_per_image']:.1f} |",
         f"| {default} model step fp32 (bare loop) | {1e3 / d['model_fp32_steps_per_s']:.1f} |",
         f"| {default} model step bf16 (bare loop) | {1e3 / d['model_bf16_steps_per_s']:.1f} |",
-        f"| {default} train() step fp32, prefetch on | "
+        f"| train() step of the default path ({path}), prefetch on | "
         f"{1e3 / d['train_prefetch_steps_per_s']:.1f} |",
-        f"| {default} train() step fp32, prefetch off | "
+        f"| train() step of the default path ({path}), prefetch off | "
         f"{1e3 / d['train_no_prefetch_steps_per_s']:.1f} |",
         "",
         "## Jobs x torch threads (steps/s summed over the jobs running at once)",

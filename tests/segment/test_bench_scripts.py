@@ -126,6 +126,11 @@ def test_throughput_report_renders_and_marks_the_default(tmp_path):
     assert "| x small-unet, fp32, channels_last |" in md and "failed: no compiler" in md
     assert "| small-unet-add, fp32, channels_last (default) | 3.00 | 1.50 | 0.500 |" in md
     assert "| small-unet, fp32, channels_last | 2.00 | 1.00 | 0.500 |" in md
+    # on a CPU with native bf16 the default path is bf16 autocast: that row is marked
+    p["train"]["small-unet-add, bf16 autocast (cpu_amp=true)"] = {**row, "steps_per_s": 4.0}
+    md = bench.render({**p, "default_row": "small-unet-add, bf16 autocast (cpu_amp=true)"})
+    assert "| small-unet-add, bf16 autocast (cpu_amp=true) (default) | 4.00 |" in md
+    assert "| small-unet-add, fp32, channels_last | 3.00 |" in md
     assert "| fp32 | 4.00 | 4.00 | 4.00 |" in md
     assert "| small-unet-add model step fp32 (bare loop) | 200.0 |" in md
 
