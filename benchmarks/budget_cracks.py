@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
 
 from bench_machine import git_commit  # noqa: E402
-from pilot_cracks import MODES, default_cracks  # noqa: E402
+from pilot_cracks import MODES, cracks_split, default_cracks  # noqa: E402
 
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine, machine_info  # noqa: E402
@@ -53,14 +53,8 @@ def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
     pilot's run records."""
     from synth2real.pilot import PilotConfig, run_pilot
 
-    cracks = Path(args.cracks)
-    splits = json.loads((cracks / "splits.json").read_text(encoding="utf-8"))
     cfg = PilotConfig(
-        source=cracks / splits["source"],
-        references=cracks / "validation",
-        test=cracks / "validation",
-        reference_names=list(splits["references"]),
-        test_names=list(splits["test"]),
+        **cracks_split(Path(args.cracks)),
         methods=["none"],
         seeds=args.seeds,
         budget=budget,

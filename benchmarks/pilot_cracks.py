@@ -111,6 +111,19 @@ def git_commit() -> str | None:
         return None
 
 
+def cracks_split(cracks: Path) -> dict:
+    """The fixed benchmark split as PilotConfig fields: the synthetic source, the 10
+    references and the 60 test images of ``validation/`` (``splits.json``)."""
+    splits = json.loads((cracks / "splits.json").read_text(encoding="utf-8"))
+    return {
+        "source": cracks / splits["source"],
+        "references": cracks / "validation",
+        "test": cracks / "validation",
+        "reference_names": list(splits["references"]),
+        "test_names": list(splits["test"]),
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -137,11 +150,7 @@ def run(args: argparse.Namespace) -> dict:
     recipes = mode.get("recipes", ["mix"])
     work = Path(args.work)
     cfg = PilotConfig(
-        source=cracks / splits["source"],
-        references=cracks / "validation",
-        test=cracks / "validation",
-        reference_names=list(splits["references"]),
-        test_names=list(splits["test"]),
+        **cracks_split(cracks),
         methods=methods,
         seeds=args.seeds,
         budget=budget,
