@@ -50,7 +50,7 @@ from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402
 from synth2real.pilot.report import ordered_summary  # noqa: E402
 from synth2real.pilot.verdict import decide  # noqa: E402
-from synth2real.segment.config import DEFAULT_MODEL  # noqa: E402
+from synth2real.segment.config import DEFAULT_MODEL, LEGACY_VALUES  # noqa: E402
 
 #: The two budgets; both train the default model (small-unet-add) on images shrunk to a 256 px shorter
 #: side (the cracks images are 512 px) with 128 px crops, which at equal compute beat full
@@ -191,11 +191,13 @@ def run(args: argparse.Namespace) -> dict:
 def default_changes(new: dict, old: dict) -> list[str]:
     """What two results of one mode trained differently: the model and every effective
     training setting (the results' ``budget``) present in both with another value, as
-    ``"key: old -> new"``."""
+    ``"key: old -> new"``; a setting the old result predates counts at its
+    ``LEGACY_VALUES`` value."""
     out = []
     if new["config"]["model"] != old["config"]["model"]:
         out.append(f"model: {old['config']['model']} -> {new['config']['model']}")
-    a, b = old.get("budget", {}), new.get("budget", {})
+    # a setting newer than the old result had its legacy value there (cpu_amp: fp32)
+    a, b = {**LEGACY_VALUES, **old.get("budget", {})}, new.get("budget", {})
     out += [f"{k}: {json.dumps(a[k])} -> {json.dumps(b[k])}" for k in b if k in a and a[k] != b[k]]
     return out
 

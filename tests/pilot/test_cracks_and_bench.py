@@ -200,3 +200,6 @@ def test_new_defaults_keep_the_old_result_and_compare_them(tmp_path):
     (tmp_path / "cracks_full.json").write_text(json.dumps(new))
     freq = result("small-unet-add", 0.0, cpu_amp="auto", class_weighting="frequency")
     assert bench.keep_previous_defaults(tmp_path, "full", freq) is not None
+    # a result from before cpu_amp existed was fp32: the change is named all the same
+    older = {**old, "budget": {k: v for k, v in old["budget"].items() if k != "cpu_amp"}}
+    assert 'cpu_amp: false -> "auto"' in bench.default_changes(new, older)
