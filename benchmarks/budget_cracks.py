@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Does a change of the training budget keep the pilot's crack IoU? Writes docs/benchmarks/budget_cracks_*
 
-    python benchmarks/budget_cracks.py --set cpu_amp=true --tag _bf16           # bf16 autocast
+    python benchmarks/budget_cracks.py --set cpu_amp=false --tag _fp32          # fp32 (the default: auto)
     python benchmarks/budget_cracks.py --set class_weighting=frequency --tag _freq_ce
-    python benchmarks/budget_cracks.py --set cpu_amp=true --paths default,candidate  # both now
-    python benchmarks/budget_cracks.py --quick      # 60 steps, 1 seed: checks the script
+    python benchmarks/budget_cracks.py --set cpu_amp=false --paths default,candidate  # both now
+    python benchmarks/budget_cracks.py --set cpu_amp=false --quick  # 60 steps, 1 seed: checks the script
 
 Runs the pilot's three baseline settings (source-only, real-only, source+real) on the
 cracks set with the full budget of ``benchmarks/pilot_cracks.py`` (1000 steps of 8 crops
 of 128 px, images at a 256 px shorter side), two runs at a time with one thread each, once
 per path: ``default`` (the full budget as it is) and/or ``candidate`` (the same budget with
-the ``--set`` changes, parsed as ``train --set`` parses them; default ``cpu_amp=true``).
+the ``--set`` changes (required), parsed as ``train --set`` parses them).
 A path not run here is read from ``docs/results/cracks_full.json`` (the same budget,
 seeds and data, trained by ``pilot_cracks.py --full``) when that file has the same budget
 and model, so the default compares the candidate against the committed numbers. For each
@@ -213,7 +213,8 @@ def main() -> None:
     ap.add_argument(
         "--set",
         action="append",
-        help="KEY=VALUE of the candidate budget, as train --set (default cpu_amp=true)",
+        required=True,
+        help="KEY=VALUE of the candidate budget, as train --set (repeatable)",
     )
     ap.add_argument(
         "--paths",
@@ -237,7 +238,7 @@ def main() -> None:
     budget = dict(MODES["full"]["budget"])
     if args.quick:
         budget["iterations"], args.seeds = 60, "0"
-    change = args.change = parse_settings(args.set or ["cpu_amp=true"])
+    change = args.change = parse_settings(args.set)
     args.seeds = [int(s) for s in str(args.seeds).split(",")]
     start = machine_info("cpu")
     p = {

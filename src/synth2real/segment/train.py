@@ -73,7 +73,8 @@ class TrainResult:
         mix_losses: self-training: the ClassMix loss ``L_mix`` of every iteration
             (``losses`` holds ``L_sup + st_mix_weight * L_mix``); else empty.
         precision: what the forward passes computed in under autocast: ``"float32"``,
-            ``"bfloat16"`` or ``"float16"``.
+            ``"bfloat16"`` or ``"float16"``; ``None`` for a finished run stored before
+            this was recorded.
     """
 
     checkpoint: Path
@@ -82,7 +83,7 @@ class TrainResult:
     losses: list[float]
     resumed_from: int = 0
     mix_losses: list[float] = field(default_factory=list)
-    precision: str = "float32"
+    precision: str | None = "float32"
 
 
 def _check_datasets(datasets: Sequence[Dataset]) -> None:
@@ -243,9 +244,9 @@ def train(
     """
     cfg = cfg if cfg is not None else TrainConfig()
     cfg.validate()
+    device = resolve_device(cfg.device)
     if cfg.cpu_amp == "auto":  # resolved here: what this machine computes in is the run's
-        on_cpu = resolve_device(cfg.device).type == "cpu"
-        cfg = dataclasses.replace(cfg, cpu_amp=on_cpu and native_cpu_bf16())
+        cfg = dataclasses.replace(cfg, cpu_amp=device.type == "cpu" and native_cpu_bf16())
     if isinstance(datasets, Dataset):
         datasets = [datasets]
     datasets = list(datasets)
@@ -296,10 +297,9 @@ def train(
             list(meta["losses"]),
             int(meta["iteration"]),
             list(meta.get("mix_losses", [])),
-            meta.get("precision", "float32"),
+            meta.get("precision"),
         )
 
-    device = resolve_device(cfg.device)
     with torch_threads(cfg.num_threads):
         torch.manual_seed(cfg.seed)
         resuming = resume and state_path.exists()
