@@ -49,6 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402
 from synth2real.pilot.report import ordered_summary  # noqa: E402
+from synth2real.pilot.stats import display_key, run_key  # noqa: E402
 from synth2real.pilot.verdict import decide  # noqa: E402
 from synth2real.segment.config import DEFAULT_MODEL, LEGACY_VALUES  # noqa: E402
 
@@ -232,7 +233,8 @@ def render_default_change(new: dict, old: dict) -> str:
     measures."""
     mode = new["benchmark"]["mode"]
     changes = default_changes(new, old)
-    olds = {(r["setting"], r["method"]): r for r in ordered_summary(old)}
+    olds = {run_key(r): r for r in ordered_summary(old)}
+    multi = (new["config"].get("recipes") or ["mix"]) != ["mix"]
     lines = [
         f"### {mode} mode: the defaults now against before ({'; '.join(changes)})",
         "",
@@ -243,14 +245,15 @@ def render_default_change(new: dict, old: dict) -> str:
         f"({_secs(new['benchmark']['wall_seconds'])}). Same mode budget, seeds and data; "
         f"what changed: {'; '.join(f'`{c}`' for c in changes)}.",
         "",
-        "| setting | method | before: cracks IoU | now: cracks IoU | difference | seed "
+        ("| recipe " if multi else "")
+        + "| setting | method | before: cracks IoU | now: cracks IoU | difference | seed "
         "spread | before: training / run | now: training / run |",
-        "|---|---|---|---|---|---|---|---|",
+        ("|---" if multi else "") + "|---|---|---|---|---|---|---|---|",
     ]
     within = outside = 0
     notes = []
     for r in ordered_summary(new):
-        o = olds.get((r["setting"], r["method"]))
+        o = olds.get(run_key(r))
         if not o or not r.get("iou:cracks") or not o.get("iou:cracks"):
             continue
         a, b = o["iou:cracks"], r["iou:cracks"]
@@ -259,11 +262,11 @@ def render_default_change(new: dict, old: dict) -> str:
         ok = abs(diff) <= spread
         within += ok
         outside += not ok
-        label = f"{r['setting']}{' [' + r['method'] + ']' if r['method'] else ''}"
         if not ok:
-            notes.append(f"{label} ({diff:+.3f})")
+            notes.append(f"{display_key(run_key(r))} ({diff:+.3f})")
         lines.append(
-            f"| {r['setting']} | {r['method'] or '–'} | {_ms(a)} | {_ms(b)} | {diff:+.3f} | "
+            (f"| {run_key(r)[0]} " if multi else "")
+            + f"| {r['setting']} | {r['method'] or '–'} | {_ms(a)} | {_ms(b)} | {diff:+.3f} | "
             f"{spread:.3f}{'' if ok else ' (outside)'} | {_secs(o['train_seconds']['mean'])} | "
             f"{_secs(r['train_seconds']['mean'])} |"
         )

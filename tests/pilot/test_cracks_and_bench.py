@@ -203,3 +203,45 @@ def test_new_defaults_keep_the_old_result_and_compare_them(tmp_path):
     # a result from before cpu_amp existed was fp32: the change is named all the same
     older = {**old, "budget": {k: v for k, v in old["budget"].items() if k != "cpu_amp"}}
     assert 'cpu_amp: false -> "auto"' in bench.default_changes(new, older)
+
+
+def test_a_recipes_default_change_compares_each_recipe_with_itself(tmp_path):
+    """mix, finetune and selftrain all have a source+real row: each is compared with the
+    same recipe's row of the previous result, never with another recipe's."""
+    bench = _bench_module()
+    recipes = ("mix", "finetune", "selftrain")
+
+    def result(shift: float, cpu_amp):
+        means = plan_means(
+            ["fda"],
+            {("source-only", None): 0.30, ("real-only", None): 0.35,
+             ("source+real", None): 0.40, ("finetune", "source+real", None): 0.20 + shift,
+             ("selftrain", "real-only", None): 0.50, ("selftrain", "source+real", None): 0.60},
+            {"fda": {"translated": 0.30, "translated+real": 0.41,
+                     ("finetune", "translated+real"): 0.42,
+                     ("selftrain", "translated+real"): 0.43}},
+            recipes=recipes,
+        )  # fmt: skip
+        res = fake_results(means, ["fda"], recipes=recipes)
+        res["budget"] = {**res["budget"], "cpu_amp": cpu_amp}
+        res["benchmark"] = {"mode": "recipes", "command": "pilot_cracks.py --recipes",
+                            "wall_seconds": 60.0, "runs_trained_now": 30, "runs_resumed": 0,
+                            "commit": "abc1234"}  # fmt: skip
+        return res
+
+    (tmp_path / "cracks_recipes.json").write_text(json.dumps(result(0.0, False)))
+    new = result(0.05, "auto")
+    assert bench.keep_previous_defaults(tmp_path, "recipes", new) is not None
+    (tmp_path / "cracks_recipes.json").write_text(json.dumps(new))
+    md = bench.render_results_md(tmp_path)
+    part = md[md.index("### recipes mode: the defaults now against before") :]
+    assert "| recipe | setting | method | before: cracks IoU |" in part
+    rows = {x.split(" | ")[0] + " | " + x.split(" | ")[1]: x for x in part.splitlines()
+            if x.startswith("| ") and "source+real" in x and "| – |" in x}  # fmt: skip
+    assert "| +0.000 |" in rows["| mix | source+real"]
+    assert (
+        "| 0.200 ± 0.010 [0.190..0.210] | 0.250 ± 0.010 [0.240..0.260] | +0.050 |"
+        in (rows["| finetune | source+real"])
+    )
+    assert "| +0.000 |" in rows["| selftrain | source+real"]
+    assert "outside it: source+real (finetune) (+0.050)." in part
