@@ -141,16 +141,19 @@ def register_candidates() -> None:
         return _UNet(num_classes, (8, 16, 32, 64, 128, 128), stem=0, residual=True)
 
 
+#: the rows without "frequency" pin class_weighting=none (the default today), so that
+#: their meaning survives a change of the default
 CONFIGS = {
-    "small-unet": {"model": "small-unet"},
+    "small-unet": {"model": "small-unet", "class_weighting": "none"},
     "small-unet-wide": {
         "model": "small-unet",
         "model_kwargs": {"channels": [16, 32, 64, 128, 256, 256]},
+        "class_weighting": "none",
     },
-    "stem-unet": {"model": "stem-unet"},
-    "res-unet": {"model": "res-unet"},
+    "stem-unet": {"model": "stem-unet", "class_weighting": "none"},
+    "res-unet": {"model": "res-unet", "class_weighting": "none"},
     "small-unet + frequency-weighted ce": {"model": "small-unet", "class_weighting": "frequency"},
-    "small-unet-add": {"model": "small-unet-add"},
+    "small-unet-add": {"model": "small-unet-add", "class_weighting": "none"},
     "small-unet-add + frequency-weighted ce": {
         "model": "small-unet-add",
         "class_weighting": "frequency",
