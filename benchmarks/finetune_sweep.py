@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fine-tuning defaults by measurement: ``ft_split`` x ``ft_lr_scale`` on the cracks set.
 
-    python benchmarks/finetune_sweep.py --iterations 1000 --seeds 0,1,2   # ~30 min, 2 cores
+    python benchmarks/finetune_sweep.py     # 1000 steps, 3 seeds: 30 runs, two at a time
     python benchmarks/finetune_sweep.py --iterations 300 --seeds 0,1,2 \
         --splits 0.5,0.8,0.9 --scales 1.0,0.1 --model small-unet   # the first sweep's grid
 
@@ -169,8 +169,8 @@ def floats(text: str) -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cracks", type=Path, default=default_cracks())
-    ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--iterations", type=int, default=1000, help="the pilot's full budget")
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--splits", type=floats, default=SPLITS, help="comma list of ft_split")
     ap.add_argument("--scales", type=floats, default=SCALES, help="comma list of ft_lr_scale")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="default: the pilot's default")
