@@ -14,8 +14,8 @@ once to 256 px as the pilot does) at ``--iterations``, and the plain ``mix`` rec
 images at their own resolution. ``--jobs`` runs train at once, one torch thread each.
 
 Runs are cached under ``--work`` (a rerun resumes); the results are written after every
-run to ``docs/benchmarks/finetune_sweep.{json,md}``, so a stopped sweep leaves what it
-measured.
+run to ``docs/benchmarks/finetune_sweep.{json,md}`` (``finetune_sweep_<N>steps`` at another
+``--iterations``), so a stopped sweep leaves what it measured.
 """
 
 from __future__ import annotations
@@ -32,13 +32,16 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads
 
-from pilot_cracks import default_cracks, git_commit  # noqa: E402
+from pilot_cracks import MODES, default_cracks, git_commit  # noqa: E402
 
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine, machine_info  # noqa: E402
 from synth2real.segment.config import DEFAULT_MODEL  # noqa: E402
 
-BUDGET = {"batch_size": 8, "crop": 128, "max_size": 256}
+#: the pilot's full budget, as benchmarks/pilot_cracks.py's full and recipes modes
+_FULL = dict(MODES["full"]["budget"])
+FULL_ITERATIONS: int = _FULL.pop("iterations")
+BUDGET = _FULL
 #: the grid of the 1000-step sweep (the first, at 300 steps: 0.5, 0.8, 0.9 x 1.0, 0.1)
 SPLITS = (0.8, 0.9, 0.95)
 SCALES = (0.3, 0.1, 0.03)
@@ -80,8 +83,17 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def stem(iterations: int) -> str:
+    """The result files' name: ``finetune_sweep`` at the full budget, else with its steps
+    (``finetune_sweep_300steps``), so a trial sweep never overwrites the full one."""
+    return (
+        "finetune_sweep" if iterations == FULL_ITERATIONS else f"finetune_sweep_{iterations}steps"
+    )
+
+
 def write(record: dict, out_dir: Path) -> None:
-    atomic_write_text(out_dir / "finetune_sweep.json", json.dumps(record, indent=2) + "\n")
+    name = stem(record["iterations"])
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(record, indent=2) + "\n")
     b = record["budget"]
     lines = [
         "# Fine-tuning split and learning rate on the cracks set",
@@ -124,7 +136,7 @@ def write(record: dict, out_dir: Path) -> None:
             f"{r['seed']}: {r['crack_iou']:.3f}" for r in record["runs"] if r["setting"] == name
         )
         lines.append(f"- {name}: {per}")
-    atomic_write_text(out_dir / "finetune_sweep.md", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n")
 
 
 def one_run(job: dict) -> dict:
@@ -169,7 +181,9 @@ def floats(text: str) -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cracks", type=Path, default=default_cracks())
-    ap.add_argument("--iterations", type=int, default=1000, help="the pilot's full budget")
+    ap.add_argument(
+        "--iterations", type=int, default=FULL_ITERATIONS, help="the pilot's full budget"
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--splits", type=floats, default=SPLITS, help="comma list of ft_split")
     ap.add_argument("--scales", type=floats, default=SCALES, help="comma list of ft_lr_scale")

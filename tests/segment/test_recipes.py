@@ -44,7 +44,7 @@ def _same_weights(a, b):
 # -- settings --------------------------------------------------------------------------------
 def test_recipe_keys_go_through_the_one_parser_and_into_the_checkpoint(data, tmp_path):
     assert RECIPES == ("mix", "finetune", "selftrain") and TrainConfig().recipe == "mix"
-    assert (TrainConfig().ft_split, TrainConfig().ft_lr_scale) == (0.9, 0.1)  # the sweep's pick
+    assert (TrainConfig().ft_split, TrainConfig().ft_lr_scale) == (0.9, 0.03)  # the sweep's pick
     s = parse_settings("recipe=finetune,ft_split=0.5,ft_lr_scale=0.2,rcs=true,st_ema_alpha=0.9")
     assert s == {
         "recipe": "finetune", "ft_split": 0.5, "ft_lr_scale": 0.2, "rcs": True, "st_ema_alpha": 0.9
