@@ -92,8 +92,8 @@ def stem(iterations: int) -> str:
 
 
 def write(record: dict, out_dir: Path) -> None:
-    name = stem(record["iterations"])
-    atomic_write_text(out_dir / f"{name}.json", json.dumps(record, indent=2) + "\n")
+    base = out_dir / stem(record["iterations"])
+    atomic_write_text(base.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     b = record["budget"]
     lines = [
         "# Fine-tuning split and learning rate on the cracks set",
@@ -136,7 +136,7 @@ def write(record: dict, out_dir: Path) -> None:
             f"{r['seed']}: {r['crack_iou']:.3f}" for r in record["runs"] if r["setting"] == name
         )
         lines.append(f"- {name}: {per}")
-    atomic_write_text(out_dir / f"{name}.md", "\n".join(lines) + "\n")
+    atomic_write_text(base.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def one_run(job: dict) -> dict:

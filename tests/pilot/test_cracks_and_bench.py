@@ -245,3 +245,25 @@ def test_a_recipes_default_change_compares_each_recipe_with_itself(tmp_path):
     )
     assert "| +0.000 |" in rows["| selftrain | source+real"]
     assert "outside it: source+real (finetune) (+0.050)." in part
+
+
+def test_finetune_sweep_files_are_rendered_from_their_json_under_their_budgets_name(tmp_path):
+    """The committed sweep is the script's output, and a trial budget gets its own file (the
+    300-step file came from an earlier version of the renderer: only its name is checked)."""
+    spec = importlib.util.spec_from_file_location(
+        "finetune_sweep", REPO / "benchmarks/finetune_sweep.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    bench = REPO / "docs/benchmarks"
+    for name in ("finetune_sweep", "finetune_sweep_300steps"):
+        record = json.loads((bench / f"{name}.json").read_text(encoding="utf-8"))
+        assert mod.stem(record["iterations"]) == name
+        mod.write(record, tmp_path)
+    md = (tmp_path / "finetune_sweep.md").read_text()
+    assert md == (bench / "finetune_sweep.md").read_text()
+    assert md.count("| finetune split=") == 9  # the grid, each (split, scale) a row
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "finetune_sweep.json", "finetune_sweep.md",
+        "finetune_sweep_300steps.json", "finetune_sweep_300steps.md",
+    ]  # fmt: skip
