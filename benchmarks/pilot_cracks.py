@@ -2,9 +2,9 @@
 """The docs/BENCHMARK.md pilot protocol on the cracks set; writes docs/RESULTS.md.
 
     python benchmarks/pilot_cracks.py --quick            # < 15 min on 2 quiet CPU cores
-    python benchmarks/pilot_cracks.py --full             # 67 min on 2 CPU cores (measured)
+    python benchmarks/pilot_cracks.py --full             # 55 min on 2 CPU cores (measured)
     python benchmarks/pilot_cracks.py --full --device cuda
-    python benchmarks/pilot_cracks.py --recipes [--iterations N]   # mix, finetune, selftrain
+    python benchmarks/pilot_cracks.py --recipes [--iterations N]   # mix, finetune, selftrain: 78 min
 
 Source: the 1158 synthetic images of ``source_synthetic``; references: the 10
 ``references`` of ``splits.json`` (from ``validation/``); test: the 60 ``test`` images,
