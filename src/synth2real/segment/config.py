@@ -77,11 +77,9 @@ class TrainConfig(SelfTrainConfig, RCSConfig):
             cracks, the pilot's CPU budget at 1000 iterations, 3 seeds): ``ft_split``
             0.8, 0.9, 0.95 x ``ft_lr_scale`` 0.3, 0.1, 0.03. 0.9 / 0.03 scored best
             (crack IoU 0.289 ± 0.002), 0.1 0.280 ± 0.010; within the seed spread, but
-            0.03 beat 0.1 for every split and seed (9 of 9 pairs) and 0.3 did worst.
-            The plain ``mix`` scored 0.293 ± 0.023: on cracks fine-tuning on the
-            references alone does not beat mixing, and the gentler phase 2 hurts least.
-            A first sweep at 300 iterations (``finetune_sweep_300steps.md``) tried 0.5,
-            0.8, 0.9 x 1.0, 0.1 and picked 0.9 / 0.1.
+            0.03 beat 0.1 for every split and seed (9 of 9 pairs), 0.3 did worst. Plain
+            ``mix`` scored 0.293 ± 0.023: on cracks the gentlest phase 2 hurts least.
+            The 300-iteration sweep (``finetune_sweep_300steps.md``) had picked 0.1.
         model: registered model name (default :data:`DEFAULT_MODEL`, ``"small-unet-add"``;
             see ``list_models()``).
         model_kwargs: architecture options of the model (default ``{}``).
