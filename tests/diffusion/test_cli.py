@@ -88,7 +88,9 @@ def test_the_old_model_flag_still_gives_the_weights_and_warns(data, tmp_path, ti
     assert "--model is deprecated here: use --diffusion-model (the diffusion weights)" in text
     entry = json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])
     assert entry["params"]["model"] == str(tiny_model_dir)
-    help_text = " ".join(CliRunner().invoke(app, ["translate", "--help"]).output.split())
+    # the help's option table truncates names at a narrow terminal: read it at a wide one
+    wide = CliRunner(env={"COLUMNS": "200"})
+    help_text = " ".join(wide.invoke(app, ["translate", "--help"]).output.split())
     assert "--diffusion-model" in help_text and "--model " not in help_text
 
 
