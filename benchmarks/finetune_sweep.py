@@ -102,7 +102,12 @@ def write(record: dict, out_dir: Path) -> None:
         f"({record['date']}); do not edit by hand. Command: `{record['command']}`.",
         "",
         f"- **Machine**: {describe_machine(record['machine'])}; "
-        f"{record.get('jobs', 1)} run(s) at a time, one torch thread each.",
+        f"{record.get('jobs', 1)} run(s) at a time, one torch thread each"
+        + (
+            f"; {record['wall_seconds'] / 60:.1f} min wall time."
+            if "wall_seconds" in record
+            else "."
+        ),
         f"- **Budget**: {b['model']}, {record['iterations']} iterations, batch "
         f"{b['batch_size']}, crop {b['crop']}, max_size {b['max_size']}; every run the same.",
         *(
@@ -246,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         for s, seed in todo
     ]
     order = {(label(s), seed): i for i, (s, seed) in enumerate(todo)}
+    t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(one_run, job) for job in jobs]
         for n, fut in enumerate(as_completed(futures), 1):
@@ -259,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             record["runs"].sort(key=lambda r: order[(r["setting"], r["seed"])])
             record["summary"] = summarise(record["runs"])
             record["partial"] = n < len(todo)
+            record["wall_seconds"] = round(time.perf_counter() - t0, 1)  # this call's, so far
             record["machine"] = machine_info(args.device)  # load average at the latest run
             write(record, args.out_dir)
     return 0

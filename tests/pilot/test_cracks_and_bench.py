@@ -13,10 +13,8 @@ from tests.pilot.fakes import fake_results, plan_means
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location(
-        "pilot_cracks", REPO / "benchmarks/pilot_cracks.py"
-    )
+def _bench_module(name: str = "pilot_cracks"):
+    spec = importlib.util.spec_from_file_location(name, REPO / f"benchmarks/{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -250,11 +248,7 @@ def test_a_recipes_default_change_compares_each_recipe_with_itself(tmp_path):
 def test_finetune_sweep_files_are_rendered_from_their_json_under_their_budgets_name(tmp_path):
     """The committed sweep is the script's output, and a trial budget gets its own file (the
     300-step file came from an earlier version of the renderer: only its name is checked)."""
-    spec = importlib.util.spec_from_file_location(
-        "finetune_sweep", REPO / "benchmarks/finetune_sweep.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _bench_module("finetune_sweep")
     bench = REPO / "docs/benchmarks"
     for name in ("finetune_sweep", "finetune_sweep_300steps"):
         record = json.loads((bench / f"{name}.json").read_text(encoding="utf-8"))
@@ -262,7 +256,14 @@ def test_finetune_sweep_files_are_rendered_from_their_json_under_their_budgets_n
         mod.write(record, tmp_path)
     md = (tmp_path / "finetune_sweep.md").read_text()
     assert md == (bench / "finetune_sweep.md").read_text()
-    assert md.count("| finetune split=") == 9  # the grid, each (split, scale) a row
+    full = json.loads((bench / "finetune_sweep.json").read_text(encoding="utf-8"))
+    grid = full["grid"]
+    assert md.count("| finetune split=") == len(grid["ft_split"]) * len(grid["ft_lr_scale"])
+    # a run records its wall time (the committed one predates that) and the page shows it
+    mod.write({**full, "wall_seconds": 1800.0}, tmp_path)
+    assert (
+        "one torch thread each; 30.0 min wall time." in (tmp_path / "finetune_sweep.md").read_text()
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "finetune_sweep.json", "finetune_sweep.md",
         "finetune_sweep_300steps.json", "finetune_sweep_300steps.md",
