@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from synth2real.data.classes import ClassSpec
-from synth2real.errors import ConfigError, OutputExistsError
+from synth2real.errors import ConfigError, DataError, OutputExistsError
 from synth2real.segment import train as train_mod
 from synth2real.segment.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from synth2real.segment.models import create_model
@@ -106,6 +106,8 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(data, full_run, tmp_pa
     stopped_at = read_meta(state)["iteration"]
     assert stopped_at in (7, 8)
     assert not (tmp_path / "stop" / "model.safetensors").exists()
+    with pytest.raises(DataError, match="training has not finished; rerun the same train"):
+        load_checkpoint(tmp_path / "stop")  # the folder of an unfinished run
     monkeypatch.setattr(train_mod, "_make_batch", real)
     resumed = train(data[0], _cfg(), tmp_path / "stop", progress=False)
     assert resumed.resumed_from == stopped_at
@@ -114,6 +116,7 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(data, full_run, tmp_pa
     mb, _ = load_checkpoint(resumed.checkpoint)
     for va, vb in zip(ma.state_dict().values(), mb.state_dict().values(), strict=True):
         assert torch.equal(va, vb)
+    assert read_meta(tmp_path / "stop") == read_meta(resumed.checkpoint)  # folder = its model
 
 
 def test_resume_from_a_periodic_checkpoint_after_a_crash(data, full_run, tmp_path, monkeypatch):

@@ -182,7 +182,9 @@ def train_cmd(
 
 
 def evaluate_cmd(
-    checkpoint: option(Path, "--checkpoint", help="A model.safetensors written by train."),
+    checkpoint: option(
+        Path, "--checkpoint", help="A model.safetensors written by train, or its --out folder."
+    ),
     data: option(Path, "--data", help="Labelled dataset folder (real test images)."),
     names: option(
         str | None,

@@ -69,8 +69,9 @@ def translate_cmd(
     reference_labels_from: option(
         Path | None,
         "--reference-labels-from",
-        "A model.safetensors (from `synth2real train`) that predicts label maps for "
-        "references without labels, so class-wise methods can use unlabelled photos.",
+        "A model.safetensors (from `synth2real train`, or its --out folder) that predicts "
+        "label maps for references without labels, so class-wise methods can use "
+        "unlabelled photos.",
     ) = None,
     diffusion_model: option(
         str | None,

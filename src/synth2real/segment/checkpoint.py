@@ -28,6 +28,32 @@ from synth2real.segment.models import SegmentationModel, create_model
 
 FORMAT_VERSION = 1
 META_KEY = "synth2real"
+#: what ``train`` writes into its output folder: the finished model, the running state
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "last.safetensors"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``path`` itself, or the ``model.safetensors`` inside a ``train`` output folder.
+
+    Raises:
+        DataError: nothing there, or a folder without a finished model (with the hint to
+            resume when only the running state ``last.safetensors`` is in it).
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
+        if (path / STATE_FILE).is_file():
+            raise DataError(
+                path,
+                f"holds {STATE_FILE} but no {MODEL_FILE}: training has not finished; "
+                "rerun the same train command to resume it",
+            )
+        raise DataError(path, f"a folder without {MODEL_FILE} (the output of synth2real train)")
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
+    return path
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -89,14 +115,12 @@ def save_checkpoint(
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """The JSON metadata of a checkpoint (no tensors are read).
+    """The JSON metadata of a checkpoint (no tensors are read); ``path`` may be its folder.
 
     Raises:
         DataError: missing file, not a safetensors file, or not a synth2real checkpoint.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "checkpoint not found")
+    path = resolve_checkpoint(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             md = f.metadata() or {}
@@ -125,6 +149,8 @@ def load_checkpoint(
 ) -> tuple[SegmentationModel, dict[str, Any]]:
     """Rebuild the model stored in ``path`` (in eval mode, on ``device``) and its metadata.
 
+    ``path`` is a checkpoint file or the output folder of ``train`` (its ``model.safetensors``).
+
     No download happens: the architecture is rebuilt from the stored arguments.
 
     Returns:
@@ -134,7 +160,7 @@ def load_checkpoint(
     Raises:
         DataError: unreadable file or tensors that do not fit the stored architecture.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     meta = read_meta(path)
     try:
         model = create_model(

@@ -36,6 +36,8 @@ from synth2real.errors import ConfigError, OutputExistsError
 from synth2real.guard import guarded
 from synth2real.progress import progress_bar
 from synth2real.segment.checkpoint import (
+    MODEL_FILE,
+    STATE_FILE,
     load_optimizer_state,
     read_meta,
     read_tensors,
@@ -54,9 +56,6 @@ from synth2real.segment.recipes import (
     learning_rate,
 )
 from synth2real.segment.sampling import SampleLoader, dataset_fingerprint, mixing_weights
-
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "last.safetensors"
 
 
 @dataclass
