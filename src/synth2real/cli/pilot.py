@@ -62,8 +62,8 @@ def pilot_cmd(
     budget: option(
         list[str] | None,
         "--budget",
-        help="Training budget overrides, e.g. iterations=600,batch=8,crop=256x512,max_size=512 "
-        "(the keys and forms of train --set; repeatable).",
+        help="Training budget overrides KEY=VALUE with the keys and forms of train --set, "
+        "repeatable or comma-separated, e.g. --budget iterations=600 --budget crop=256x512.",
     ) = None,
     real_ratio: option(
         float,
