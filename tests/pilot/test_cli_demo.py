@@ -56,7 +56,8 @@ def test_pilot_command_end_to_end(tmp_path):
     assert results["config"]["method_params"] == {"reinhard": {"strength": 0.5}}
     assert results["translations"]["reinhard"]["params"]["strength"] == 0.5
     assert results["data"]["reference_names"] == ["r00", "r01"]
-    assert "report.html" in res.output
+    assert res.output.count("report.html") == 1  # printed once, after the verdict
+    assert "note: Only one seed per setting" in " ".join(res.output.split())
     assert len(list((tmp_path / "cache/translated/reinhard/images").glob("*.png"))) == 6
     assert not (tmp_path / "out/translated").exists()
     # the same command again without --resume refuses to touch the pilot

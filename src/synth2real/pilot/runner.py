@@ -215,9 +215,10 @@ def _run_locked(
     if report:
         from synth2real.pilot.report import write_report
 
-        report_path = write_report(results, out, data=data)
-        say(f"[bold]report[/]: {escape(str(report_path))}", progress)
+        report_path = write_report(results, out, data=data)  # its path: PilotResult
     say(f"[bold]verdict[/]: {escape(results['verdict']['headline'])}", progress)
+    for note in results["verdict"]["notes"]:  # e.g. one seed: no spread was measured
+        say(f"[yellow]note[/]: {escape(note)}", progress)
     return PilotResult(
         out, report_path, out / "results.json", out / "results.csv", results, ran, skipped
     )
