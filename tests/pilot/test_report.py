@@ -68,6 +68,13 @@ def test_report_lists_every_setting_and_method_and_says_the_verdict():
     assert "cracks IoU" in text and "mIoU" in text
     assert "Test CPU" in text  # machine stated
     assert "iterations=10" in text  # budget stated
+    assert "3 seeds ·" in text and "over 3 seeds on" in text
+
+
+def test_one_seed_is_said_in_the_singular_and_flagged():
+    text = " ".join(render_report(fake_results(MEANS, METHODS, seeds=(0,)), None).split())
+    assert "1 seed ·" in text and "over 1 seed on" in text
+    assert "Only one seed per setting" in text
 
 
 def test_report_is_self_contained():

@@ -38,6 +38,11 @@ esc = html.escape
 # ---------------------------------------------------------------------------------------
 # formatting helpers
 # ---------------------------------------------------------------------------------------
+def _count(n: int, noun: str) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _secs(v: Any) -> str:
     if v is None:
         return "–"
@@ -96,7 +101,7 @@ def _verdict_section(results: dict) -> str:
     )
     seeds = results["config"]["seeds"]
     facts = (
-        f"Judged on {esc(results['metric_label'])} over {len(seeds)} seed(s) on {results['data']['test']} real test "
+        f"Judged on {esc(results['metric_label'])} over {_count(len(seeds), 'seed')} on {results['data']['test']} real test "
         f"images at their own resolution; model {esc(results['config']['model'])}, "
         f"{_budget_line(results['budget'])}."
     )
@@ -396,7 +401,7 @@ def render_report(results: dict, images: dict | None = None) -> str:
     d = results["data"]
     sub = (
         f"{d['source']} synthetic images, {d['references']} real references, {d['test']} real test images · "
-        f"{len(results['config']['seeds'])} seeds · {esc(results['machine'].get('time', ''))}"
+        f"{_count(len(results['config']['seeds']), 'seed')} · {esc(results['machine'].get('time', ''))}"
     )
     body = [
         "<h1>synth2real pilot</h1>",
