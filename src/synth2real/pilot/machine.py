@@ -25,7 +25,8 @@ def machine_info(device: str | None = None) -> dict:
 
     Keys: ``cpu``, ``cores`` (logical CPUs usable by this process), ``torch_threads``,
     ``memory_gib``, ``load_avg`` (1/5/15 min at call time: other work running alongside),
-    ``gpu`` (name or ``None``), ``device`` (what the run used), ``python``, ``torch``,
+    ``gpu`` (name or ``None``), ``device`` (what the run used; ``"auto: cpu"`` says what
+    ``"auto"`` chose), ``python``, ``torch``,
     ``platform``, ``time`` (UTC ISO 8601).
     """
     info: dict = {
@@ -57,6 +58,10 @@ def machine_info(device: str | None = None) -> dict:
         info.setdefault("torch_threads", None)
         info.setdefault("gpu", None)
     info["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
+    if device == "auto":  # say what it chose here (each run also records its own device)
+        from synth2real.segment.device import resolve_device
+
+        device = f"auto: {resolve_device('auto').type}"
     info["device"] = device
     return info
 
