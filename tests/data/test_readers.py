@@ -82,6 +82,7 @@ def test_generic_colour_labels_without_spec_is_an_error_listing_colours(tmp_path
     with pytest.raises(DataError, match=r"colour label maps \(2 colours") as e:
         open_dataset(root)
     assert e.value.path == root
+    assert "--classes FILE" in str(e.value) and "--reference-classes FILE" in str(e.value)
 
 
 def test_generic_nested_folders_and_spec_in_parent(tmp_path):

@@ -56,7 +56,8 @@ def _infer_spec(root: Path, label_paths: Sequence[Path]) -> tuple[ClassSpec, Lab
             root,
             f"colour label maps ({len(colors)} colours: {shown}{' ...' if len(colors) > 10 else ''}) "
             f"need a class spec: write {CLASS_SPEC_FILE} with 'names' and 'colors' (one "
-            "[r, g, b] per class) or pass --classes",
+            "[r, g, b] per class) in this folder, or pass --classes FILE (translate's "
+            "references: --reference-classes FILE)",
         )
     if not ids:
         ids = {0}
