@@ -115,6 +115,19 @@ def test_train_unlabeled_errors(tmp_path):
     assert "empty" in str(res.exception) and str(tmp_path / "empty") in str(res.exception)
 
 
+def test_images_without_labels_are_refused_with_what_to_do(tmp_path):
+    root = make_generic(tmp_path / "d", n=3, size=(32, 32))
+    next((root / "labels").iterdir()).unlink()
+    base = ["train", "--iterations", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    res = runner.invoke(app, [*base, "--data", str(root)])
+    msg = str(res.exception)
+    assert res.exit_code != 0 and "1 selected image(s) have no label" in msg
+    assert "--names" in msg and "synth2real inspect" in msg
+    res = runner.invoke(app, [*base, "--data", str(root / "images")])  # photos only
+    assert "3 selected image(s)" in str(res.exception) and "--unlabeled" in str(res.exception)
+    assert not (tmp_path / "r").exists()
+
+
 def test_main_exits_2_with_one_line_for_a_recipe_error(tmp_path, capsys, monkeypatch):
     import sys
 

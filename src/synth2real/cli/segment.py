@@ -284,8 +284,14 @@ def _open_all(paths, names, format, classes, class_map, require_labels):
                 raise ConfigError(f"--names {spec}: {e.args[0]}") from None
         if require_labels and not ds.has_labels:
             missing = [s.name for s in ds.samples if s.label_path is None]
+            hint = (
+                "unlabelled photos cannot be trained or scored on; train's selftrain recipe "
+                "takes them with --unlabeled"
+                if len(missing) == len(ds)
+                else "leave them out with --names, or see `synth2real inspect` for why"
+            )
             raise ConfigError(
-                f"{p}: {len(missing)} selected image(s) have no label (e.g. {missing[:3]})"
+                f"{p}: {len(missing)} selected image(s) have no label (e.g. {missing[:3]}); {hint}"
             )
         out.append(ds)
     return out
