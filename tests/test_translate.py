@@ -438,6 +438,15 @@ def test_cli_predicts_labels_of_unlabelled_references_with_a_checkpoint(data, tm
     assert res.exit_code == 0, res.output
     entries = _manifest(tmp_path / "b")
     assert len(entries) == len(SIZES) and all(e["reference_labels_predicted"] for e in entries)
+    # train's folder names the same model, and an --out beside the model is no overlap
+    beside = tmp_path / "model" / "translated"
+    res = runner.invoke(
+        app, [*base, "--out", str(beside), "--reference-labels-from", str(tmp_path / "model")]
+    )
+    assert res.exit_code == 0, res.output
+    for e in entries:  # the same translations
+        a, b = (np.asarray(Image.open(d / e["image"])) for d in (tmp_path / "b", beside))
+        assert np.array_equal(a, b)
     # a model of other classes is refused by name
     other = tmp_path / "other"
     write_generic(other, [(20, 20), (20, 20)], seed=5)

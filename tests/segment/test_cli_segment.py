@@ -47,13 +47,15 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "crack" in res.output and "mIoU" in res.output
-    # train's --out folder stands for its model
+    # train's --out folder stands for its model; predictions may go beside it
     res = runner.invoke(
         app,
         ["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(real_root),
-         "--names", "img_002", "--device", "cpu", "--json"],
+         "--names", "img_002", "--device", "cpu", "--json",
+         "--save-predictions", str(tmp_path / "run" / "pred")],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "pred" / "masks" / "img_002.png").is_file()
     again = json.loads(res.output)
     assert again.pop("seconds") > 0 and again == {k: v for k, v in scores.items() if k != "seconds"}
 

@@ -210,11 +210,12 @@ def evaluate_cmd(
     import json
 
     from synth2real.guard import check_output, names_file
+    from synth2real.segment.checkpoint import resolve_checkpoint
 
     if save_predictions is not None:  # never over the labels it scores against
         inputs = {
             "--data": data,
-            "--checkpoint": checkpoint,
+            "--checkpoint": resolve_checkpoint(checkpoint),  # the file: runs/m/pred is fine
             "--names": names_file(names),
             "--classes": classes,
             "--class-map": class_map,

@@ -23,6 +23,7 @@ from synth2real.errors import ConfigError, DataError
 from synth2real.guard import check_output
 from synth2real.progress import progress_bar
 from synth2real.segment import metrics
+from synth2real.segment.checkpoint import resolve_checkpoint
 from synth2real.segment.draw import mask_png, overlay
 from synth2real.segment.infer import as_model, predict_mask
 from synth2real.segment.models import SegmentationModel
@@ -84,7 +85,8 @@ def evaluate(
     """Predict every image of ``dataset`` at its own size and score against its labels.
 
     Args:
-        checkpoint_or_model: a checkpoint file (``model.safetensors``) or a model.
+        checkpoint_or_model: a checkpoint file (``model.safetensors``), the ``train`` output
+            folder holding it, or a model.
         dataset: a labelled dataset with the checkpoint's classes.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``.
         save_dir: when given, writes ``masks/<name>.png`` (index PNG with the class
@@ -107,7 +109,11 @@ def evaluate(
     """
     t0 = time.perf_counter()
     if save_dir is not None:  # never into the data or beside the checkpoint it reads
-        ckpt = checkpoint_or_model if isinstance(checkpoint_or_model, (str, Path)) else None
+        ckpt = (  # the file: a train folder may hold its predictions
+            resolve_checkpoint(checkpoint_or_model)
+            if isinstance(checkpoint_or_model, (str, Path))
+            else None
+        )
         inputs = {"the dataset": dataset, "the checkpoint": ckpt}
         check_output(save_dir, inputs, option="save_dir")
     model, meta, _dev = as_model(checkpoint_or_model, device)

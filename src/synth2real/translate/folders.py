@@ -106,13 +106,17 @@ def translate_folder(
     """
     from synth2real.data.readers import open_dataset
     from synth2real.methods import create_method
+    from synth2real.segment.checkpoint import resolve_checkpoint
 
     check_output_folder(
         out,
         {
             "--source": source,
             "--references": references,
-            "--reference-labels-from": reference_labels_from,
+            # the file, not train's folder: an --out beside it is fine
+            "--reference-labels-from": resolve_checkpoint(reference_labels_from)
+            if reference_labels_from is not None
+            else None,
             "--classes": classes,
             "--class-map": class_map,
             "--reference-classes": reference_classes,
