@@ -376,6 +376,36 @@ def test_cli_translate(data, tmp_path):
     assert bad.exit_code != 0
 
 
+def test_cli_translates_a_subset_of_the_source_first(data, tmp_path):
+    """--source-names and --source-limit: try a method on a few images before all of them."""
+    runner = CliRunner()
+    base = ["translate", "--source", str(data / "syn"), "--references", str(data / "real"),
+            "--method", "reinhard", "--no-progress"]  # fmt: skip
+
+    def names(out):
+        return [e["name"] for e in _manifest(out)]
+
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--source-limit", "2"])
+    assert res.exit_code == 0, res.output
+    picked = names(tmp_path / "a")
+    assert len(picked) == 2 and len(list((tmp_path / "a" / "images").rglob("*.png"))) == 2
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--source-limit", "2"])
+    assert names(tmp_path / "b") == picked  # a fixed subset
+    every = [s.name for s in open_dataset(data / "syn").samples]
+    chosen = [every[1], every[4]]
+    res = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "c"), "--source-names", ",".join(chosen),
+              "--source-limit", "5"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert sorted(names(tmp_path / "c")) == sorted(chosen)
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "d"), "--source-limit", "0"])
+    assert res.exit_code != 0 and "--source-limit must be >= 1" in str(res.exception)
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "d"), "--source-names", "nope"])
+    assert res.exit_code != 0 and "nope" in str(res.exception)
+    assert not (tmp_path / "d").exists()
+
+
 def test_cracks_dataset_with_its_reference_split(cracks_root, tmp_path):
     """The real data: Supervisely, references from splits.json inside validation/."""
     src = open_dataset(cracks_root / "source_synthetic")

@@ -42,6 +42,18 @@ ClassMapOpt = option(
     "Class-map YAML mapping this dataset's raw ids/colours onto your classes.",
 )
 
+# Options of the commands that translate a source (translate, pilot).
+SourceNamesOpt = option(
+    str | None,
+    "--source-names",
+    "Use only these --source images: FILE (one name a line), FILE.json:KEY or a,b,c.",
+)
+SourceLimitOpt = option(
+    int | None,
+    "--source-limit",
+    "Use a fixed random subset of N --source images (after --source-names; seed 0).",
+)
+
 # Options of the commands that take unlabelled real images (train, pilot).
 UnlabeledOpt = option(
     Path | None,

@@ -11,6 +11,8 @@ from synth2real.cli.common import (
     ClassesOpt,
     ClassMapOpt,
     FormatOpt,
+    SourceLimitOpt,
+    SourceNamesOpt,
     UnlabeledNamesOpt,
     UnlabeledOpt,
     omp_passive,
@@ -40,9 +42,7 @@ def pilot_cmd(
         help="Subset of --references: FILE (one name a line), FILE.json:KEY, or a,b,c.",
     ) = None,
     test_names: option(str | None, "--test-names", help="Subset of --test (same syntax).") = None,
-    source_names: option(
-        str | None, "--source-names", help="Subset of --source (same syntax)."
-    ) = None,
+    source_names: SourceNamesOpt = None,
     recipes: option(
         str,
         "--recipes",
@@ -51,9 +51,7 @@ def pilot_cmd(
     ) = "mix",
     unlabeled: UnlabeledOpt = None,
     unlabeled_names: UnlabeledNamesOpt = None,
-    source_limit: option(
-        int | None, "--source-limit", help="Use a fixed random subset of N synthetic images."
-    ) = None,
+    source_limit: SourceLimitOpt = None,
     quick: option(
         bool,
         "--quick",

@@ -83,6 +83,23 @@ def select_names(
         ) from None
 
 
+def random_subset(dataset: Dataset, n: int | None, seed: int = 0) -> Dataset:
+    """A fixed random subset of ``n`` samples (in the dataset's order; the same for the
+    same ``seed``); the whole dataset when ``n`` is ``None`` or not smaller than it.
+
+    Raises:
+        ConfigError: ``n < 1``.
+    """
+    import random
+
+    if n is not None and n < 1:
+        raise ConfigError(f"--source-limit must be >= 1, got {n}")
+    if n is None or n >= len(dataset):
+        return dataset
+    picked = sorted(random.Random(seed).sample(range(len(dataset)), n))
+    return dataset.subset([dataset.samples[i] for i in picked])
+
+
 def _json_names(path: Path, key: str) -> list[str]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

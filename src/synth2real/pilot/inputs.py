@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from rich.markup import escape
 
 from synth2real.data.dataset import CachedDataset, Dataset
 from synth2real.data.io import atomic_write_text
+from synth2real.data.select import random_subset
 from synth2real.errors import ConfigError, OutputExistsError
 from synth2real.pilot.config import PilotConfig
 from synth2real.pilot.console import say
@@ -38,10 +38,7 @@ def open_inputs(cfg: PilotConfig) -> dict[str, Any]:
         DataError: unreadable folders or files (every unlabelled image is decoded).
     """
     source = _open(cfg.source, cfg, cfg.source_names, "source")
-    if cfg.source_limit is not None and cfg.source_limit < len(source):
-        rng = random.Random(0)
-        picked = sorted(rng.sample(range(len(source)), cfg.source_limit))
-        source = source.subset([source.samples[i] for i in picked])
+    source = random_subset(source, cfg.source_limit)
     refs = _open(cfg.references, cfg, cfg.reference_names, "references")
     test = CachedDataset(_open(cfg.test, cfg, cfg.test_names, "test"))
     check_classes(source, refs, "references")

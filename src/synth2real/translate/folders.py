@@ -84,6 +84,8 @@ def translate_folder(
     model: str | None = None,
     device: str | None = None,
     reference_names: Sequence[str] | str | None = None,
+    source_names: Sequence[str] | str | None = None,
+    source_limit: int | None = None,
     reference_labels_from: str | Path | None = None,
     format: str | None = None,
     classes: str | Path | None = None,
@@ -96,7 +98,9 @@ def translate_folder(
     """Translate the dataset folder ``source`` towards the photos in ``references`` with
     the registry's ``method`` into ``out``: what ``synth2real translate`` does.
 
-    ``format`` / ``classes`` / ``class_map`` open the source; ``reference_names`` and the
+    ``format`` / ``classes`` / ``class_map`` open the source, ``source_names`` and
+    ``source_limit`` cut it (:func:`select_names`, then :func:`random_subset`, seed 0: try a
+    method on a few images first); ``reference_names`` and the
     ``reference_*`` options the references (:func:`load_references`). ``params`` are the
     method's (typed, as ``parse_method_params`` gives them); ``model`` (diffusion weights)
     and ``device`` fill the parameters of those names where ``params`` does not
@@ -105,6 +109,7 @@ def translate_folder(
     :func:`translate_dataset`'s keywords (``seed``, ``workers``, ``resume``, ``shard`` ...).
     """
     from synth2real.data.readers import open_dataset
+    from synth2real.data.select import random_subset, select_names
     from synth2real.methods import create_method
     from synth2real.segment.checkpoint import resolve_checkpoint
 
@@ -122,6 +127,7 @@ def translate_folder(
             "--reference-classes": reference_classes,
             "--reference-class-map": reference_class_map,
             "--reference-names": names_file(reference_names),
+            "--source-names": names_file(source_names),
             # a local weights folder is an input too (a hub id is not a path)
             "--diffusion-model": model if model and Path(model).is_dir() else None,
         },
@@ -130,6 +136,7 @@ def translate_folder(
     m = create_method(method, **overrides)
     check_method_ready(m, model_given="model" in overrides)
     ds = open_dataset(source, format=format, classes=classes, class_map=class_map)
+    ds = random_subset(select_names(ds, source_names, "source", source), source_limit)
     predictor = None
     if reference_labels_from is not None:
         predictor = reference_predictor(reference_labels_from, ds.classes, device or "auto")
