@@ -443,7 +443,7 @@ def test_a_diffusion_method_without_weights_fails_at_once_offline(root, tmp_path
     t0 = time.monotonic()
     res = cli(root, "translate", "--source", "syn", "--references", "real", "--method",
               "cactif", "--out", str(out), env=env)  # fmt: skip
-    err = refused(res, "cactif needs Stable Diffusion weights", "--model /path/to/sd15")
+    err = refused(res, "cactif needs Stable Diffusion weights", "--diffusion-model /path/to/sd15")
     assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in err and "hf download" in err
     assert len(err.strip().splitlines()) == 1
     assert requests == [] and not out.exists()
@@ -456,7 +456,7 @@ def test_a_diffusion_method_on_auto_without_a_gpu_is_refused(root, tmp_path):
         (model / sub).mkdir(parents=True)
     out = tmp_path / "d"
     res = cli(root, "translate", "--source", "syn", "--references", "real", "--method",
-              "cactif", "--out", str(out), "--model", str(model))  # fmt: skip
+              "cactif", "--out", str(out), "--diffusion-model", str(model))  # fmt: skip
     refused(res, "cactif needs a GPU", "--device cpu")
     assert not out.exists()
 

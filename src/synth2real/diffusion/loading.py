@@ -210,7 +210,7 @@ def _how_to_provide(model: str) -> str:
     )
 
 
-#: hub ids the user named (``--model ID``): only these, and ids other than the default,
+#: hub ids the user named (``--diffusion-model ID``): only these, and ids other than the default,
 #: may be downloaded; the default model is otherwise read from the local cache alone
 _NAMED: set[str] = set()
 
@@ -246,11 +246,13 @@ def check_weights(model: str | os.PathLike, what: str = "this method") -> None:
         return
     if _cached(name) is not None or _may_download(name):
         return
-    folder_hint = "a folder in diffusers layout (--model /path/to/sd15, or --param model=...)"
+    folder_hint = (
+        "a folder in diffusers layout (--diffusion-model /path/to/sd15, or --param model=...)"
+    )
     get = f"fetch it with `hf download {name} --local-dir sd15` on a machine with internet"
     if name == DEFAULT_MODEL and not hub_offline():
         why = f"none were given and the default {name} is not in the local Hugging Face cache"
-        ways = f"pass {folder_hint}, --model {name} to download it (~5 GB), or {get}"
+        ways = f"pass {folder_hint}, --diffusion-model {name} to download it (~5 GB), or {get}"
     else:
         why = f"{name} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
         ways = f"pass {folder_hint}, unset HF_HUB_OFFLINE to download it, or {get}"
