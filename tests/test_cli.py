@@ -13,6 +13,17 @@ def test_help_lists_every_command():
         assert cmd in res.output
 
 
+def test_version_is_the_installed_one():
+    from importlib.metadata import version
+
+    import synth2real
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.output == f"synth2real {synth2real.__version__}\n"
+    assert version("synth2real") == synth2real.__version__  # pyproject reads it from there
+
+
 def test_methods_lists_the_registry():
     from synth2real.methods import list_methods
 

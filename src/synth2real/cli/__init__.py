@@ -21,11 +21,7 @@ from synth2real.errors import Synth2RealError
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    name="synth2real",
-    help=(
-        "Make labelled synthetic images look like a few real photos, class by class, "
-        "and check on real images that it helps a segmentation model."
-    ),
+    name="synth2real",  # its help is the docstring of _root below
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -43,6 +39,26 @@ _COMMANDS = (
     ("pilot", pilot.pilot_cmd, "out", "finished runs and translations are kept", _RESUME),
     ("demo", pilot.demo_cmd, "out", "finished runs are kept", _AGAIN),
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from synth2real import __version__
+
+        typer.echo(f"synth2real {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_version, is_eager=True
+    ),
+) -> None:
+    """Make labelled synthetic images look like a few real photos, class by class, and
+    check on real images that it helps a segmentation model."""
+
+
 for _name, _fn, _out, _kept, _how in _COMMANDS:
     _hint = f"interrupted: {_kept}; {_how}" if _kept else "interrupted"
     app.command(_name)(command(_fn, out=_out, hint=_hint, resume=_how))
