@@ -80,6 +80,14 @@ def test_cli_tables_and_strict(tmp_path):
     assert res.exit_code == 1 and "label ids 7" in res.output
 
 
+def test_cli_names_a_problem_file_inside_the_dataset_whole_at_any_width(tmp_path):
+    root = _known(tmp_path / ("x" * 60) / "k")
+    res = CliRunner(env={"COLUMNS": "40"}).invoke(app, ["inspect", str(root)])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if "missing-label" in line)
+    assert " images/c.png " in row and str(root) not in row  # the root is printed above
+
+
 def test_cli_options_reach_the_reader(tmp_path):
     root = make_generic(tmp_path / "d", n=1, classes=3)
     m = tmp_path / "map.yaml"

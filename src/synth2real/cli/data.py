@@ -78,6 +78,17 @@ def inspect_cmd(
         raise typer.Exit(1)
 
 
+def _in_root(path: str | None, root) -> str:
+    """``path`` relative to the dataset folder when it lies inside it (``.`` for the
+    folder itself), else whole."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
+
+
 def _render_inspect(report, max_problems: int) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -147,7 +158,7 @@ def _render_inspect(report, max_problems: int) -> None:
         probs = Table(title=f"problems ({len(report.problems)})", title_justify="left")
         probs.add_column("severity")
         probs.add_column("kind")
-        probs.add_column("file")
+        probs.add_column("file", no_wrap=True)  # in the dataset printed above; never cut
         probs.add_column("message", overflow="fold")
         order = {"error": 0, "warning": 1, "info": 2}
         shown = sorted(report.problems, key=lambda p: order.get(p["severity"], 3))
@@ -155,7 +166,7 @@ def _render_inspect(report, max_problems: int) -> None:
             probs.add_row(
                 Text(p["severity"], style=colour.get(p["severity"], "")),
                 p["kind"],
-                Text(p["path"] or "", overflow="fold"),
+                _in_root(p["path"], report.root),
                 p["message"],
             )
         out.print(probs)
