@@ -30,8 +30,9 @@ def test_parse_budget_aliases_yaml_values_and_nested_lists():
 def test_parse_seeds():
     assert parse_seeds(3) == [0, 1, 2] and parse_seeds("2") == [0, 1]
     assert parse_seeds("4,7") == [4, 7]
-    for bad in ("0", "a", "1,1"):
-        with pytest.raises(ConfigError):
+    assert parse_seeds("7,") == [7]  # one named seed
+    for bad, says in (("0", "is a count"), ("a", "a count or a comma list"), ("1,1", "distinct")):
+        with pytest.raises(ConfigError, match=says):
             parse_seeds(bad)
 
 

@@ -78,17 +78,21 @@ def parse_seeds(spec: int | str | Sequence[int]) -> list[int]:
     """``3`` -> ``[0, 1, 2]``; ``"0,5,7"`` -> ``[0, 5, 7]``."""
     if isinstance(spec, int):
         if spec < 1:
-            raise ConfigError(f"--seeds must be >= 1, got {spec}")
+            raise ConfigError(
+                f"--seeds is a count (3 -> seeds 0,1,2) and must be >= 1, got {spec}; "
+                "to name seeds, list them: --seeds 0,1"
+            )
         return list(range(spec))
     if isinstance(spec, str):
         s = spec.strip()
         if "," not in s:
             try:
-                return parse_seeds(int(s))
+                count = int(s)
             except ValueError:
                 raise ConfigError(
                     f"--seeds: expected a count or a comma list, got {spec!r}"
                 ) from None
+            return parse_seeds(count)
         try:
             seeds = [int(x) for x in s.split(",") if x.strip()]
         except ValueError:
