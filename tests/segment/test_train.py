@@ -186,8 +186,8 @@ def test_bad_datasets_are_refused(data, tmp_path):
     unlabelled = data[0].subset([type(s)(s.name, s.image_path, None) for s in data[0].samples])
     with pytest.raises(ConfigError, match="unlabelled"):
         train(unlabelled, _cfg(), tmp_path / "r", progress=False)
-    with pytest.raises(ConfigError, match="stride"):
-        train(data[0], _cfg(crop=48, model_kwargs={}), tmp_path / "r", progress=False)
+    with pytest.raises(ConfigError, match="stride 32 in height and width, e.g. crop 64x32"):
+        train(data[0], _cfg(crop=(70, 40), model_kwargs={}), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="iterations"):
         _cfg(iterations=0)
     with pytest.raises(ConfigError, match="unknown train option 'iterz'"):

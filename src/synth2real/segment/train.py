@@ -314,8 +314,11 @@ def train(
             model = create_model(cfg.model, k, pretrained=cfg.pretrained, **cfg.model_kwargs)
         ch, cw = cfg.crop_hw
         if ch % model.stride or cw % model.stride:
+            st = model.stride
+            near = "x".join(str(max(st, round(v / st) * st)) for v in (ch, cw))
             raise ConfigError(
-                f"crop {cfg.crop} must be a multiple of {cfg.model}'s stride {model.stride}"
+                f"crop {cfg.crop} must be a multiple of {cfg.model}'s stride {st} "
+                f"in height and width, e.g. crop {near}"
             )
         _check_batch_shape(model, cfg)
         model.to(device)
