@@ -13,6 +13,23 @@ def test_help_lists_every_command():
         assert cmd in res.output
 
 
+def test_help_on_a_narrow_terminal_keeps_option_names_whole():
+    """Below PLAIN_HELP_BELOW columns rich's tables cut option names ("--sour…"); the
+    plain layout wraps the descriptions instead. Wide terminals keep the tables."""
+    from synth2real.cli import PLAIN_HELP_BELOW
+
+    for columns in (40, PLAIN_HELP_BELOW - 1):
+        res = CliRunner(env={"COLUMNS": str(columns)}).invoke(app, ["pilot", "--help"])
+        assert res.exit_code == 0
+        assert "…" not in res.output and "╭" not in res.output
+        for name in ("--source-names", "--reference-names", "--unlabeled-names", "--recipes"):
+            assert f"  {name} " in res.output, name
+        top = CliRunner(env={"COLUMNS": str(columns)}).invoke(app, ["--help"])
+        assert top.exit_code == 0 and "╭" not in top.output and "  translate " in top.output
+    wide = CliRunner(env={"COLUMNS": str(PLAIN_HELP_BELOW)}).invoke(app, ["pilot", "--help"])
+    assert wide.exit_code == 0 and "╭" in wide.output and "--source-names" in wide.output
+
+
 def test_version_is_the_installed_one():
     from importlib.metadata import version
 

@@ -9,10 +9,13 @@ One module per command group: ``data`` (methods, inspect), ``translate``, ``segm
 
 from __future__ import annotations
 
+import shutil
 import sys
 
+import click
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from synth2real.cli import data, pilot, segment, translate
 from synth2real.cli.common import Interrupted, command, console, plain_warnings
@@ -20,8 +23,38 @@ from synth2real.errors import Synth2RealError
 
 __all__ = ["app", "main"]
 
+#: below this many columns rich's option tables cut the option names ("--sour…"), so
+#: ``--help`` falls back to click's plain layout, which wraps the descriptions instead
+PLAIN_HELP_BELOW = 60
+
+
+class _NarrowHelp:
+    """Plain help below :data:`PLAIN_HELP_BELOW` columns (typer's own switch: no rich
+    markup mode), rich tables otherwise."""
+
+    rich_markup_mode: str | None
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        mode = self.rich_markup_mode
+        if shutil.get_terminal_size().columns < PLAIN_HELP_BELOW:
+            self.rich_markup_mode = None
+        try:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        finally:
+            self.rich_markup_mode = mode
+
+
+class _Group(_NarrowHelp, TyperGroup):
+    pass
+
+
+class _Command(_NarrowHelp, TyperCommand):
+    pass
+
+
 app = typer.Typer(
     name="synth2real",  # its help is the docstring of _root below
+    cls=_Group,
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
@@ -61,7 +94,7 @@ def _root(
 
 for _name, _fn, _out, _kept, _how in _COMMANDS:
     _hint = f"interrupted: {_kept}; {_how}" if _kept else "interrupted"
-    app.command(_name)(command(_fn, out=_out, hint=_hint, resume=_how))
+    app.command(_name, cls=_Command)(command(_fn, out=_out, hint=_hint, resume=_how))
 
 
 def main() -> None:
