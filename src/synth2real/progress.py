@@ -13,20 +13,26 @@
 The yielded object is callable (``advance(n=1, **fields)``) and also has ``.advance`` and
 ``.update(completed=None, **fields)``; extra keyword fields are shown after the bar
 (``loss=0.123  it_s=2.1``). Bars show done/total, the rate (``img/s``), elapsed time and
-ETA. When ``enabled`` is false, ``S2R_NO_PROGRESS=1`` is set in the environment, or
-stderr is not a terminal and ``force`` is not set, nothing is drawn and every call is a
-no-op, so library code can always call it.
+ETA. When stderr is not a terminal (a log file, ``nohup``, a batch job) and ``force`` is
+not set, no bar is drawn: a plain line with the same numbers is printed every
+:data:`LOG_EVERY_S` seconds instead (``S2R_PROGRESS_EVERY=SECONDS`` changes it), so work
+shorter than that prints nothing. When ``enabled`` is false or ``S2R_NO_PROGRESS=1`` is
+set, every call is a no-op, so library code can always call it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: seconds between two progress lines when stderr is not a terminal
+LOG_EVERY_S = 60.0
 
 
 def progress_enabled(enabled: bool = True) -> bool:
@@ -69,6 +75,67 @@ class Bar:
             self._progress.update(self._task, speed_str=f"{speed:.2f} {self._unit}/s")
 
 
+class LogBar(Bar):
+    """A bar for logs: one line ``description: done/total (pct) rate elapsed ETA fields``
+    on stderr at most every ``every`` seconds, the first one ``every`` seconds in."""
+
+    def __init__(
+        self,
+        total: float | None,
+        description: str,
+        completed: float = 0,
+        unit: str = "",
+        every: float = LOG_EVERY_S,
+        clock: Any = time.monotonic,
+    ):
+        super().__init__()
+        self.total, self.description, self.unit = total, description, unit
+        self.every, self._clock = every, clock
+        self.completed, self._start_at = completed, completed
+        self._t0 = self._last = clock()
+        self._info = ""
+
+    def advance(self, n: float = 1, **fields: object) -> None:
+        self.update(self.completed + n, **fields)
+
+    def update(self, completed: float | None = None, **fields: object) -> None:
+        if completed is not None:
+            self.completed = completed
+        if fields:
+            self._info = _fmt(fields)
+        now = self._clock()
+        if now - self._last >= self.every:
+            self._last = now
+            print(self.line(now - self._t0), file=sys.stderr, flush=True)
+
+    def line(self, elapsed: float) -> str:
+        """The progress line after ``elapsed`` seconds."""
+        done, total = self.completed, self.total
+        parts = [f"{self.description}: {done:g}" + (f"/{total:g}" if total else "")]
+        if total:
+            parts.append(f"({100 * done / total:.0f}%)")
+        rate = (done - self._start_at) / elapsed if elapsed > 0 else 0.0
+        if rate > 0 and self.unit:
+            parts.append(f"{rate:.2f} {self.unit}/s")
+        parts.append(f"{_hms(elapsed)} elapsed")
+        if rate > 0 and total:
+            parts.append(f"ETA {_hms(max(total - done, 0) / rate)}")
+        return "  ".join(parts + ([self._info] if self._info else []))
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def log_every() -> float:
+    """:data:`LOG_EVERY_S`, or ``S2R_PROGRESS_EVERY`` from the environment (seconds)."""
+    try:
+        return float(os.environ["S2R_PROGRESS_EVERY"])
+    except (KeyError, ValueError):
+        return LOG_EVERY_S
+
+
 def _fmt(fields: dict) -> str:
     return "  ".join(f"{k}={v}" for k, v in fields.items())
 
@@ -89,13 +156,16 @@ def progress_bar(
         total: number of steps, or ``None`` when unknown.
         description: text left of the bar.
         enabled: ``False`` draws nothing.
-        force: draw even when stderr is not a terminal (logs, CI).
+        force: draw the bar even when stderr is not a terminal (else: log lines).
         completed: steps already done (a resumed job starts there).
         unit: the item's name shown in a rate column (``"img"`` -> ``2.10 img/s``);
             empty (default): no rate column.
     """
-    if not progress_enabled(enabled) or not (force or sys.stderr.isatty()):
+    if not progress_enabled(enabled):
         yield Bar()
+        return
+    if not (force or sys.stderr.isatty()):
+        yield LogBar(total, description, completed, unit, every=log_every())
         return
     from rich.console import Console
     from rich.progress import (
