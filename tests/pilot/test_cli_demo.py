@@ -59,6 +59,8 @@ def test_pilot_command_end_to_end(tmp_path):
     assert results["data"]["reference_names"] == ["r00", "r01"]
     assert res.output.count("report.html") == 1  # printed once, after the verdict
     assert "note: Only one seed per setting" in " ".join(res.output.split())
+    counted = sorted(ln.split()[1] for ln in res.output.splitlines() if ln.startswith("  -> "))
+    assert counted == ["1/5", "2/5", "3/5", "4/5", "5/5"]  # each run's line says how far
     assert len(list((tmp_path / "cache/translated/reinhard/images").glob("*.png"))) == 6
     assert not (tmp_path / "out/translated").exists()
     # the same command again without --resume refuses to touch the pilot

@@ -182,7 +182,7 @@ def _run_locked(
         done[k] = rec
         if not was_skipped:
             say(
-                f"  -> {escape(spec.label)}: mIoU {rec['miou']:.3f}, "
+                f"  -> {len(done)}/{len(plan)} {escape(spec.label)}: mIoU {rec['miou']:.3f}, "
                 + escape(", ".join(f"{n} {v:.3f}" for n, v in rec["iou"].items() if v is not None))
                 + f" ({rec['train_seconds']:.1f} s training, {rec['eval_seconds'] or 0:.1f} s scoring)",
                 progress,
