@@ -82,6 +82,13 @@ def test_every_method_writes_a_readable_dataset_with_identical_labels(data, tmp_
     assert e["references_used"] == expected_used
 
 
+def test_zero_workers_is_refused_naming_the_option_before_writing(data, tmp_path):
+    src, refs = open_dataset(data / "syn"), load_references(data / "real")
+    with pytest.raises(ConfigError, match="--workers must be >= 1, got 0"):
+        translate_dataset(src, refs, create_method("fda"), tmp_path / "o", workers=0)
+    assert not (tmp_path / "o").exists()
+
+
 def test_same_bytes_with_one_or_two_workers(data, tmp_path):
     src = open_dataset(data / "syn")
     refs = load_references(data / "real")

@@ -155,7 +155,7 @@ def translate_dataset(
             f"unknown reference choice {reference_choice!r}; choose one of {REFERENCE_CHOICES}"
         )
     if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     if not isinstance(method, Method):
         raise ConfigError(
             f"method must be a Method (create_method(name)), got {type(method).__name__}"
