@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+from typing import Any
 
-import click
 import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
@@ -34,7 +34,7 @@ class _NarrowHelp:
 
     rich_markup_mode: str | None
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # typer's own click types
         mode = self.rich_markup_mode
         if shutil.get_terminal_size().columns < PLAIN_HELP_BELOW:
             self.rich_markup_mode = None
