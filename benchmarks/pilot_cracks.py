@@ -226,6 +226,24 @@ def keep_previous_defaults(dest: Path, mode: str, res: dict) -> Path | None:
     return prev
 
 
+def machine_change(new: dict, old: dict) -> str:
+    """A sentence when the two results ran on different hardware (CPU model, cores, GPU),
+    else ``""``: the timings then compare machines as well as defaults."""
+
+    def hw(m: dict) -> tuple:
+        return m.get("cpu"), m.get("cores"), m.get("gpu")
+
+    a, b = old.get("machine", {}), new.get("machine", {})
+    if hw(a) == hw(b):
+        return ""
+    name = lambda m: f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)"  # noqa: E731
+    return (
+        f" The machine changed too ({name(a)} -> {name(b)}): the training times compare "
+        "machines as well as defaults, and the same seeds need not give the same numbers "
+        "on another CPU."
+    )
+
+
 def render_default_change(new: dict, old: dict) -> str:
     """The rows of two results of one mode with different defaults (model or training
     settings), side by side: crack IoU per setting and method, the difference, and whether
@@ -243,7 +261,7 @@ def render_default_change(new: dict, old: dict) -> str:
         f"{_secs(old['benchmark']['wall_seconds'])} wall time; "
         f"`docs/results/cracks_{mode}_previous.json`) beside the table above "
         f"({_secs(new['benchmark']['wall_seconds'])}). Same mode budget, seeds and data; "
-        f"what changed: {'; '.join(f'`{c}`' for c in changes)}.",
+        f"what changed: {'; '.join(f'`{c}`' for c in changes)}.{machine_change(new, old)}",
         "",
         ("| recipe " if multi else "")
         + "| setting | method | before: cracks IoU | now: cracks IoU | difference | seed "

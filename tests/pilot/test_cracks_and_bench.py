@@ -193,6 +193,14 @@ def test_new_defaults_keep_the_old_result_and_compare_them(tmp_path):
         "4 of 5 rows differ by no more than the seed spread; outside it: source-only (+0.050)."
         in md
     )
+    assert "The machine changed too" not in md  # both ran on the fake "Test CPU"
+    # another CPU is named, since the timings then compare machines too
+    moved = {**new, "machine": {**new["machine"], "cpu": "Other CPU"}}
+    assert bench.machine_change(moved, old) == (
+        " The machine changed too (Test CPU (2 cores) -> Other CPU (2 cores)): the training "
+        "times compare machines as well as defaults, and the same seeds need not give the "
+        "same numbers on another CPU."
+    )
     # a settings change alone (same model) is a change of defaults too
     os.replace(tmp_path / "cracks_full.json", tmp_path / "x.json")
     (tmp_path / "cracks_full.json").write_text(json.dumps(new))
