@@ -233,10 +233,12 @@ def machine_change(new: dict, old: dict) -> str:
     def hw(m: dict) -> tuple:
         return m.get("cpu"), m.get("cores"), m.get("gpu")
 
+    def name(m: dict) -> str:
+        return f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)"
+
     a, b = old.get("machine", {}), new.get("machine", {})
     if hw(a) == hw(b):
         return ""
-    name = lambda m: f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores)"  # noqa: E731
     return (
         f" The machine changed too ({name(a)} -> {name(b)}): the training times compare "
         "machines as well as defaults, and the same seeds need not give the same numbers "
