@@ -201,6 +201,9 @@ def test_new_defaults_keep_the_old_result_and_compare_them(tmp_path):
         "times compare machines as well as defaults, and the same seeds need not give the "
         "same numbers on another CPU."
     )
+    (tmp_path / "cracks_full.json").write_text(json.dumps(moved))
+    assert bench.machine_change(moved, old) in bench.render_results_md(tmp_path)
+    (tmp_path / "cracks_full.json").write_text(json.dumps(new))
     # a settings change alone (same model) is a change of defaults too
     os.replace(tmp_path / "cracks_full.json", tmp_path / "x.json")
     (tmp_path / "cracks_full.json").write_text(json.dumps(new))
