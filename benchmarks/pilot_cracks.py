@@ -371,11 +371,15 @@ def render_mode(res: dict) -> str:
     methods = [m for m in cfg["methods"] if m != "none"]
     lines += ["", f"**Verdict (cracks IoU)**: {v['headline']}", ""]
     if multi:
-        for q in v.get("questions", {}).values():
+        for key, q in v.get("questions", {}).items():
+            if key == "translation" and not methods:
+                lines.append(f"- {q['question']} Not asked: this mode translates nothing.")
+                continue
             lines.append(f"- {q['question']} **{q['answer']}**: {q['summary'].split(': ', 1)[-1]}")
             for rec, text in q.get("by_recipe", {}).items():
                 lines.append(f"  - closest in recipe {rec}: {text}")
-        lines += ["", "Per method, recipe mix:", ""]
+        if methods:
+            lines += ["", "Per method, recipe mix:", ""]
     for m in methods:
         mv = v["methods"].get(m)
         if mv:
@@ -392,6 +396,14 @@ def render_mode(res: dict) -> str:
             "not with the full-mode table; whether a recipe's effect grows with a longer "
             "budget is not measured by it.",
         ]
+    if b["mode"] == "recipes-long":
+        lines += [
+            "",
+            f"This mode trains every recipe on the untouched synthetic images for "
+            f"{cfg['budget'].get('iterations')} steps per run ({full_iters} in the recipes "
+            "mode) to see whether a recipe's effect grows with the budget; the next section "
+            "compares the two.",
+        ]
     if b["mode"] == "quick":
         lines += [
             "",
@@ -401,6 +413,51 @@ def render_mode(res: dict) -> str:
             "methods whose differences are smaller than the seed spread; read these numbers "
             "as a check of the pipeline and of gross effects, and the full mode for the verdict.",
         ]
+    return "\n".join(lines) + "\n"
+
+
+def render_budget_growth(long: dict, short: dict) -> str:
+    """The rows the ``recipes-long`` result shares with the ``recipes`` result (same recipe,
+    setting and method, another step count) side by side, and the margin of the best run on
+    synthetic data over each baseline without it at both budgets, from each verdict: does a
+    recipe's effect grow with the budget?"""
+    n_long, n_short = (r["config"]["budget"]["iterations"] for r in (long, short))
+    shorts = {run_key(r): r for r in ordered_summary(short)}
+    lines = [
+        f"### recipes-long mode: {n_long} steps against the recipes mode's {n_short}",
+        "",
+        f"The same recipes, settings and seeds as the recipes table (commit "
+        f"{short['benchmark'].get('commit')}, {describe_machine(short['machine'])}); only the "
+        f"steps per run differ.{machine_change(long, short)}",
+        "",
+        f"| recipe | setting | cracks IoU, {n_short} steps | cracks IoU, {n_long} steps | "
+        f"difference | training / run, {n_short} | training / run, {n_long} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in ordered_summary(long):
+        o = shorts.get(run_key(r))
+        if not o or not r.get("iou:cracks") or not o.get("iou:cracks"):
+            continue
+        diff = r["iou:cracks"]["mean"] - o["iou:cracks"]["mean"]
+        lines.append(
+            f"| {run_key(r)[0]} | {r['setting']} | {_ms(o['iou:cracks'])} | "
+            f"{_ms(r['iou:cracks'])} | {diff:+.3f} | {_secs(o['train_seconds']['mean'])} | "
+            f"{_secs(r['train_seconds']['mean'])} |"
+        )
+    lines += [
+        "",
+        "The best run on synthetic data against each baseline without it (margin of the "
+        "means; it wins where the margin exceeds the seed spread):",
+        "",
+        "| steps | best run on synthetic data | baseline | margin | seed spread | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, res in ((n_short, short), (n_long, long)):
+        for c in res["verdict"]["questions"]["synthetic"]["comparisons"]:
+            lines.append(
+                f"| {n} | {c['a']} | {c['b']} | {c['margin']:+.3f} | {c['spread']:.3f} | "
+                f"{c['result']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -443,6 +500,9 @@ def render_results_md(results_dir: Path) -> str:
             prev = results_dir / f"cracks_{mode}_previous.json"
             if prev.is_file():
                 parts.append(render_default_change(res, json.loads(prev.read_text("utf-8"))))
+            short = results_dir / "cracks_recipes.json"
+            if mode == "recipes-long" and short.is_file():
+                parts.append(render_budget_growth(res, json.loads(short.read_text("utf-8"))))
             found = True
     if not found:
         parts.append("No results yet: run `python benchmarks/pilot_cracks.py --quick`.\n")

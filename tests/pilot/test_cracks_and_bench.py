@@ -256,6 +256,67 @@ def test_a_recipes_default_change_compares_each_recipe_with_itself(tmp_path):
     assert "outside it: source+real (finetune) (+0.050)." in part
 
 
+def test_recipes_long_compares_each_row_with_the_recipes_mode_and_asks_no_translation_question(
+    tmp_path,
+):
+    """The 2000-step mode trains no translation: its section says so instead of an
+    'incomplete' answer, and a section puts each of its rows beside the same recipe's row
+    at 1000 steps, with the margin of the best synthetic run over each baseline at both."""
+    bench = _bench_module()
+    long_mode = bench.MODES["recipes-long"]
+    assert (
+        long_mode["methods"] == ["none"]
+        and long_mode["recipes"] == bench.MODES["recipes"]["recipes"]
+    )
+    assert long_mode["budget"] == {**bench.MODES["full"]["budget"], "iterations": 2000}
+    recipes = ("mix", "finetune", "selftrain")
+
+    def result(mode, iterations, selftrain_source_real, methods):
+        base = {("source-only", None): 0.30, ("real-only", None): 0.35,
+                ("source+real", None): 0.40, ("finetune", "source+real", None): 0.41,
+                ("selftrain", "real-only", None): 0.45,
+                ("selftrain", "source+real", None): selftrain_source_real}  # fmt: skip
+        per = {"translated": 0.30, "translated+real": 0.41, ("finetune", "translated+real"): 0.42,
+               ("selftrain", "translated+real"): 0.43}  # fmt: skip
+        res = fake_results(plan_means(methods, base, {m: per for m in methods}, recipes=recipes),
+                           methods, recipes=recipes)  # fmt: skip
+        res["config"]["budget"] = {**res["config"]["budget"], "iterations": iterations}
+        res["benchmark"] = {"mode": mode, "command": f"pilot_cracks.py --{mode}",
+                            "wall_seconds": 60.0, "runs_trained_now": 30, "runs_resumed": 0,
+                            "commit": "abc1234"}  # fmt: skip
+        return res
+
+    (tmp_path / "cracks_recipes.json").write_text(
+        json.dumps(result("recipes", 1000, 0.46, ["fda"]))
+    )
+    (tmp_path / "cracks_recipes-long.json").write_text(
+        json.dumps(result("recipes-long", 2000, 0.52, []))
+    )
+    md = bench.render_results_md(tmp_path)
+    assert md.index("## recipes mode") < md.index("## recipes-long mode")
+    long_part = md[md.index("## recipes-long mode") :]
+    assert "Does a translation help? Not asked: this mode translates nothing." in long_part
+    assert "Per method" not in long_part and "incomplete" not in long_part
+    # with the 2000-step margin above the spread the synthetic data helps there, not at 1000
+    assert "Does the synthetic data help? **yes**" in long_part
+    growth = long_part[long_part.index("### recipes-long mode: 2000 steps against") :]
+    rows = [x for x in growth.splitlines() if x.startswith("| selftrain | source+real")]
+    assert rows == [
+        "| selftrain | source+real | 0.460 ± 0.010 [0.450..0.470] | 0.520 ± 0.010 "
+        "[0.510..0.530] | +0.060 | 13 s | 13 s |"
+    ]
+    assert (
+        "| 1000 | source+real (selftrain) | real-only (selftrain) | +0.010 | 0.020 | is within noise of |"
+        in growth
+    )
+    assert (
+        "| 2000 | source+real (selftrain) | real-only (selftrain) | +0.070 | 0.020 | beats |"
+        in growth
+    )
+    # no translated rows: the 1000-step recipes mode's fda rows have no partner
+    assert "fda" not in growth
+
+
 def test_finetune_sweep_files_are_rendered_from_their_json_under_their_budgets_name(tmp_path):
     """The committed sweep is the script's output, and a trial budget gets its own file (the
     300-step file came from an earlier version of the renderer: only its name is checked)."""
