@@ -259,13 +259,13 @@ def test_a_recipes_default_change_compares_each_recipe_with_itself(tmp_path):
 def test_recipes_long_compares_each_row_with_the_recipes_mode_and_asks_no_translation_question(
     tmp_path,
 ):
-    """The 2000-step mode trains no translation: its section says so instead of an
+    """A recipes-long result without translations says so instead of an
     'incomplete' answer, and a section puts each of its rows beside the same recipe's row
     at 1000 steps, with the margin of the best synthetic run over each baseline at both."""
     bench = _bench_module()
     long_mode = bench.MODES["recipes-long"]
     assert (
-        long_mode["methods"] == ["none"]
+        long_mode["methods"] == ["none", "fda"]
         and long_mode["recipes"] == bench.MODES["recipes"]["recipes"]
     )
     assert long_mode["budget"] == {**bench.MODES["full"]["budget"], "iterations": 2000}
