@@ -431,9 +431,9 @@ def render_budget_growth(long: dict, short: dict) -> str:
         f"{short['benchmark'].get('commit')}, {describe_machine(short['machine'])}); only the "
         f"steps per run differ.{machine_change(long, short)}",
         "",
-        f"| recipe | setting | cracks IoU, {n_short} steps | cracks IoU, {n_long} steps | "
-        f"difference | training / run, {n_short} | training / run, {n_long} |",
-        "|---|---|---|---|---|---|---|",
+        f"| recipe | setting | method | cracks IoU, {n_short} steps | cracks IoU, {n_long} steps "
+        f"| difference | training / run, {n_short} | training / run, {n_long} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in ordered_summary(long):
         o = shorts.get(run_key(r))
@@ -441,7 +441,7 @@ def render_budget_growth(long: dict, short: dict) -> str:
             continue
         diff = r["iou:cracks"]["mean"] - o["iou:cracks"]["mean"]
         lines.append(
-            f"| {run_key(r)[0]} | {r['setting']} | {_ms(o['iou:cracks'])} | "
+            f"| {run_key(r)[0]} | {r['setting']} | {r['method'] or '–'} | {_ms(o['iou:cracks'])} | "
             f"{_ms(r['iou:cracks'])} | {diff:+.3f} | {_secs(o['train_seconds']['mean'])} | "
             f"{_secs(r['train_seconds']['mean'])} |"
         )
