@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from synth2real.pilot.verdict import decide, stat
+from synth2real.pilot.verdict import LONGER_BUDGET_NOTE, decide, stat
 from tests.pilot.fakes import fake_runs, plan_means
 
 BASE = {("source-only", None): 0.30, ("real-only", None): 0.35, ("source+real", None): 0.40}
@@ -104,3 +104,31 @@ def test_single_seed_is_flagged():
     runs = runs_for({"m": {"translated": 0.33, "translated+real": 0.46}}, seeds=(0,))
     v = decide(runs, ["m"], "iou:cracks")
     assert any("one seed" in n for n in v.notes)
+
+
+def test_a_verdict_where_nothing_won_suggests_a_longer_budget():
+    """Measured on cracks: twice the steps turned 'no' into 'yes'. The note comes only
+    when nothing won with a measured spread, never beside a winner or with one seed."""
+    tie = runs_for({"m": {"translated": 0.31, "translated+real": 0.415}}, jitter=0.02)
+    assert LONGER_BUDGET_NOTE in decide(tie, ["m"], "iou:cracks").notes
+    win = runs_for({"m": {"translated": 0.33, "translated+real": 0.46}})
+    assert LONGER_BUDGET_NOTE not in decide(win, ["m"], "iou:cracks").notes
+    one_seed = runs_for({"m": {"translated": 0.31, "translated+real": 0.415}}, seeds=(0,))
+    assert LONGER_BUDGET_NOTE not in decide(one_seed, ["m"], "iou:cracks").notes
+    # recipes: a translation that wins over the mix baselines is not enough when the
+    # self-trained real-only baseline is as good: the synthetic data did not help
+    recipes = ("mix", "selftrain")
+    base = {
+        **BASE,
+        ("selftrain", "real-only", None): 0.50,
+        ("selftrain", "source+real", None): 0.44,
+    }
+    per = {
+        "m": {"translated": 0.33, "translated+real": 0.46, ("selftrain", "translated+real"): 0.45}
+    }
+    means = plan_means(["m"], base, per, recipes=recipes)
+    v = decide(fake_runs(means), ["m"], "iou:cracks")
+    assert v.questions["synthetic"].answer == "no" and LONGER_BUDGET_NOTE in v.notes
+    means[("selftrain", "source+real", None)] = 0.60
+    v = decide(fake_runs(means), ["m"], "iou:cracks")
+    assert v.questions["synthetic"].answer == "yes" and LONGER_BUDGET_NOTE not in v.notes
