@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from synth2real.pilot import PilotConfig, run_pilot
 from tests.pilot.fakes import fake_results, plan_means
 
@@ -340,3 +342,32 @@ def test_finetune_sweep_files_are_rendered_from_their_json_under_their_budgets_n
         "finetune_sweep.json", "finetune_sweep.md",
         "finetune_sweep_300steps.json", "finetune_sweep_300steps.md",
     ]  # fmt: skip
+
+
+def test_budget_cracks_says_the_candidates_training_time_as_a_factor_of_the_defaults(tmp_path):
+    """A candidate that trains twice as long per run reads 'x2.00 the default's', not a
+    speed-up, and --render-only rewrites the .md from the stored summaries."""
+    bench = _bench_module("budget_cracks")
+
+    def summary(mean, seconds):
+        return {s: {"seeds": [0, 1], "iou_cracks": [mean - 0.01, mean + 0.01], "mean": mean,
+                    "min": mean - 0.01, "max": mean + 0.01, "train_seconds": seconds}
+                for s in bench.SETTINGS}  # fmt: skip
+
+    default, candidate = summary(0.30, 100.0), summary(0.40, 200.0)
+    comparison = bench.compare_paths(default, candidate)
+    assert comparison["real-only"]["time_ratio"] == 2.0
+    assert comparison["real-only"]["delta"] == pytest.approx(0.10)
+    assert not comparison["real-only"]["within"]
+    p = {"mode": "full", "change": {"iterations": 4000}, "machine_start": "Test CPU",
+         "machine_end": {"load_avg": [1.0, 1.0, 1.0]}, "budget": {"iterations": 1000},
+         "model": "m", "seeds": [0, 1], "jobs": 2, "command": "budget_cracks.py", "stem": "budget_cracks_t",
+         "paths": {"default": {"source": "a", "summary": default},
+                   "candidate": {"source": "b", "summary": candidate}}}  # fmt: skip
+    bench.OUT = tmp_path
+    (tmp_path / "budget_cracks_t.json").write_text(json.dumps(p))
+    bench.render_only()
+    md = (tmp_path / "budget_cracks_t.md").read_text()
+    assert "- real-only: candidate - default = +0.100 crack IoU" in md
+    assert "training time per run x2.00 the default's." in md
+    assert json.loads((tmp_path / "budget_cracks_t.json").read_text())["comparison"] == comparison
