@@ -297,7 +297,7 @@ def translation_question(stats: dict, methods: Sequence[str], label: str) -> Que
 LONGER_BUDGET_NOTE = (
     "Nothing won by more than the seed spread at this budget, and a longer one can change "
     "that: on the cracks benchmark twice the steps (2000 instead of 1000) raised every "
-    "setting by 0.04 to 0.10 crack IoU and made the synthetic data win (docs/RESULTS.md). "
+    "setting by 0.04 to 0.10 crack IoU and made the synthetic data win (synth2real's docs/RESULTS.md). "
     "Before concluding, rerun with twice the iterations (--budget iterations=N)."
 )
 
@@ -334,7 +334,8 @@ def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -
     )
     hurting = [m for m, v in verdicts.items() if v.status == "hurts"]
     rec, rec_recipe = (winners[0], "mix") if winners else (None, None)
-    if any(k[0] != "mix" for k in stats):
+    recipes = any(k[0] != "mix" for k in stats)
+    if recipes:
         rec, rec_recipe, headline = _recipes_headline(questions, stats, label)
     elif winners:
         headline = f"Use {rec}. " + verdicts[rec].summary.split(": ", 1)[1]
@@ -355,7 +356,6 @@ def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -
     incomplete = [m for m, v in verdicts.items() if v.status == "incomplete"]
     if incomplete:
         notes.append(f"Incomplete (runs missing): {', '.join(incomplete)}.")
-    recipes = any(k[0] != "mix" for k in stats)
     separated = questions["synthetic"].answer == "yes" if recipes else bool(winners)
     if stats and seeds and max(seeds) >= 2 and not separated and not incomplete:
         notes.append(LONGER_BUDGET_NOTE)
