@@ -292,14 +292,18 @@ def translation_question(stats: dict, methods: Sequence[str], label: str) -> Que
     return Question(q, answer, summary, best, [c for _, c in comps])
 
 
-#: the note of a verdict in which nothing won: measured on the cracks benchmark
-#: (docs/RESULTS.md, recipes-long mode against the recipes mode, 3 seeds)
-LONGER_BUDGET_NOTE = (
-    "Nothing won by more than the seed spread at this budget, and a longer one can change "
-    "that: on the cracks benchmark twice the steps (2000 instead of 1000) raised every "
-    "setting by 0.04 to 0.10 crack IoU and made the synthetic data win (synth2real's docs/RESULTS.md). "
-    "Before concluding, rerun with twice the iterations (--budget iterations=N)."
-)
+def longer_budget_note(iterations: int | None) -> str:
+    """The note of a verdict in which nothing won, for runs of ``iterations`` steps:
+    measured on the cracks benchmark (docs/RESULTS.md, recipes-long mode against the
+    recipes mode, 3 seeds)."""
+    rerun = f"--budget iterations={2 * iterations}" if iterations else "--budget iterations=N"
+    return (
+        "Nothing won by more than the seed spread at this budget, and a longer one can "
+        "change that: on the cracks benchmark twice the steps (2000 instead of 1000) raised "
+        "every setting by 0.04 to 0.10 crack IoU and made the synthetic data win "
+        "(synth2real's docs/RESULTS.md). Before concluding, rerun with twice the iterations "
+        f"({rerun})."
+    )
 
 
 def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -> Verdict:
@@ -358,7 +362,8 @@ def decide(runs: Sequence[dict], methods: Sequence[str], metric: str = "miou") -
         notes.append(f"Incomplete (runs missing): {', '.join(incomplete)}.")
     separated = questions["synthetic"].answer == "yes" if recipes else bool(winners)
     if stats and seeds and max(seeds) >= 2 and not separated and not incomplete:
-        notes.append(LONGER_BUDGET_NOTE)
+        steps = [r["iterations"] for r in runs if r.get("iterations")]
+        notes.append(longer_budget_note(max(steps) if steps else None))
     return Verdict(metric, headline, rec, best, verdicts, notes, questions, rec_recipe)
 
 
