@@ -31,9 +31,11 @@ from synth2real.segment.config import (
 #: too short to separate close methods (the report says so).
 QUICK_BUDGET: dict[str, Any] = {"iterations": 300, "batch_size": 8, "crop": 128, "max_size": 256}
 #: Default budget, sized for a CPU: images shrunk to a 256 px shorter side, 128 px crops,
-#: 1000 steps of 8 (184-227 s per run, two at a time on 2 cores, in docs/RESULTS.md; so a
-#: 2-method pilot with 3 seeds, 21 runs, should take ~40 min there: an estimate). At equal
-#: compute this beat full resolution on the cracks set (docs/benchmarks/segment_cpu.md).
+#: 1000 steps of 8 (about 93 s per run of the mix recipe, two at a time on a 2-core Xeon,
+#: in docs/RESULTS.md; so a 2-method pilot with 3 seeds, 21 runs, takes ~16 min there: an
+#: estimate). At equal compute this beat full resolution on the cracks set
+#: (docs/benchmarks/segment_cpu.md). On cracks it is too short for a verdict: 2000 steps
+#: separated what 1000 could not (docs/RESULTS.md, recipes-long mode).
 #: On a GPU raise it, e.g. ``--budget max_size=1024,crop=512,iterations=4000``.
 DEFAULT_BUDGET: dict[str, Any] = {
     "iterations": 1000,
