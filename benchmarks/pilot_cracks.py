@@ -49,7 +49,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from synth2real.data.io import atomic_write_text  # noqa: E402
 from synth2real.pilot.machine import describe_machine  # noqa: E402
 from synth2real.pilot.report import ordered_summary  # noqa: E402
-from synth2real.pilot.stats import display_key, run_key  # noqa: E402
+from synth2real.pilot.stats import (  # noqa: E402
+    aggregate,
+    compare,
+    display_key,
+    fmt_stat,
+    run_key,
+)
 from synth2real.pilot.verdict import decide  # noqa: E402
 from synth2real.segment.config import DEFAULT_MODEL, LEGACY_VALUES  # noqa: E402
 
@@ -460,7 +466,48 @@ def render_budget_growth(long: dict, short: dict) -> str:
                 f"| {n} | {c['a']} | {c['b']} | {c['margin']:+.3f} | {c['spread']:.3f} | "
                 f"{c['result']} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + render_equal_time(long, short)) + "\n"
+
+
+def render_equal_time(long: dict, short: dict) -> list[str]:
+    """Self-training costs more per step than mixing: each ``selftrain`` row at the short
+    budget beside the ``mix`` row of the same setting and method at the long one, with the
+    training time per run of both, so the two recipes meet at about equal time."""
+    n_long, n_short = (r["config"]["budget"]["iterations"] for r in (long, short))
+    st = aggregate(short["runs"], "iou:cracks")
+    mix = aggregate(long["runs"], "iou:cracks")
+    secs = {
+        (n, k): v["train_seconds"]["mean"]
+        for n, res in ((n_short, short), (n_long, long))
+        for v in ordered_summary(res)
+        for k in [run_key(v)]
+    }
+    rows = []
+    for key in st:
+        recipe, setting, method = key
+        other = ("mix", setting, method)
+        if recipe != "selftrain" or other not in mix or not st[key].n or not mix[other].n:
+            continue
+        c = compare({other: mix[other], key: st[key]}, other, key)
+        rows.append(
+            f"| {setting} | {method or '–'} | {fmt_stat(st[key])} | "
+            f"{_secs(secs[(n_short, key)])} | {fmt_stat(mix[other])} | "
+            f"{_secs(secs[(n_long, other)])} | {c.margin:+.3f} | {c.spread:.3f} | "
+            f"mix {c.word} selftrain |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        f"At about equal training time per run: the selftrain recipe at {n_short} steps "
+        f"against the mix recipe at {n_long} (same setting, method and seeds; margin = "
+        "mix minus selftrain):",
+        "",
+        f"| setting | method | selftrain, {n_short} steps | training / run | mix, {n_long} "
+        "steps | training / run | margin | seed spread | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def refresh_verdicts(results_dir: Path) -> None:

@@ -317,6 +317,16 @@ def test_recipes_long_compares_each_row_with_the_recipes_mode_and_asks_no_transl
     )
     # no translated rows: the 1000-step recipes mode's fda rows have no partner
     assert "fda" not in growth
+    # self-training at 1000 steps against mixing at 2000 (about equal time): each setting
+    # both recipes ran, margin = mix minus selftrain, judged by the larger seed range
+    equal = growth[growth.index("At about equal training time per run") :]
+    rows = [x for x in equal.splitlines() if x.startswith("| ") and "steps" not in x]
+    assert rows == [
+        "| real-only | – | 0.450 (0.440..0.460, 3 seeds) | 13 s | 0.350 (0.340..0.360, 3 seeds) "
+        "| 13 s | -0.100 | 0.020 | mix loses to selftrain |",
+        "| source+real | – | 0.460 (0.450..0.470, 3 seeds) | 13 s | 0.400 (0.390..0.410, "
+        "3 seeds) | 13 s | -0.060 | 0.020 | mix loses to selftrain |",
+    ]
 
 
 def test_finetune_sweep_files_are_rendered_from_their_json_under_their_budgets_name(tmp_path):
