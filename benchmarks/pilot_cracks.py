@@ -560,31 +560,18 @@ def render_results_md(results_dir: Path) -> str:
 
 def _mode_help(mode: str) -> str:
     m = MODES[mode]
-    return (
-        f"{', '.join(m['recipes'])} with {', '.join(m['methods'])}, "
-        f"{m['budget']['iterations']} steps"
-    )
+    recipes = ", ".join(m.get("recipes", ["mix"]))
+    methods = ", ".join(m["methods"]) if "methods" in m else "every classical method"
+    return f"{recipes} with {methods}, {m['budget']['iterations']} steps"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--quick", dest="mode", action="store_const", const="quick")
-    g.add_argument("--full", dest="mode", action="store_const", const="full")
-    g.add_argument(
-        "--recipes",
-        dest="mode",
-        action="store_const",
-        const="recipes",
-        help=_mode_help("recipes"),
-    )
-    g.add_argument(
-        "--recipes-long",
-        dest="mode",
-        action="store_const",
-        const="recipes-long",
-        help=_mode_help("recipes-long"),
-    )
+    for mode in ("quick", "full", "recipes", "recipes-long"):
+        g.add_argument(
+            f"--{mode}", dest="mode", action="store_const", const=mode, help=_mode_help(mode)
+        )
     ap.set_defaults(mode="quick")
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     ap.add_argument("--seeds", default="3", help="seed count or comma list (default 3)")
