@@ -477,10 +477,9 @@ def render_equal_time(long: dict, short: dict) -> list[str]:
     st = aggregate(short["runs"], "iou:cracks")
     mix = aggregate(long["runs"], "iou:cracks")
     secs = {
-        (n, k): v["train_seconds"]["mean"]
+        (n, run_key(v)): v["train_seconds"]["mean"]
         for n, res in ((n_short, short), (n_long, long))
         for v in ordered_summary(res)
-        for k in [run_key(v)]
     }
     rows = []
     for key in st:

@@ -112,9 +112,9 @@ def test_a_verdict_where_nothing_won_suggests_a_longer_budget():
     tie = runs_for({"m": {"translated": 0.31, "translated+real": 0.415}}, jitter=0.02)
     # the rerun it suggests doubles the steps the runs trained
     tie = [{**r, "iterations": 300} for r in tie]
-    LONGER_BUDGET_NOTE = longer_budget_note(300)
-    assert LONGER_BUDGET_NOTE.endswith("(--budget iterations=600).")
-    assert LONGER_BUDGET_NOTE in decide(tie, ["m"], "iou:cracks").notes
+    note = longer_budget_note(300)
+    assert note.endswith("(--budget iterations=600).")
+    assert note in decide(tie, ["m"], "iou:cracks").notes
     no_steps = [{k: v for k, v in r.items() if k != "iterations"} for r in tie]
     assert longer_budget_note(None) in decide(no_steps, ["m"], "iou:cracks").notes
 
