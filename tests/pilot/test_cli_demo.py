@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synth2real.cli import app
-from synth2real.errors import ConfigError
+from synth2real.errors import ConfigError, OutputExistsError
 from synth2real.pilot import parse_budget, parse_seeds
 from synth2real.pilot.demo import run_demo
 from tests.pilot.fixtures import make_tiny_pilot_data
@@ -86,3 +86,28 @@ def test_demo_runs_on_generated_toy_data(tmp_path):
     # a second call resumes: nothing is trained again
     r2 = run_demo(tmp_path / "demo", seeds=1, methods=["reinhard"], budget=budget, progress=False)
     assert r2.ran == 0 and r2.skipped == 5
+
+
+def test_demo_command_takes_the_pilots_budget_option(tmp_path):
+    """The note of a within-noise verdict tells a demo user to rerun with
+    ``--budget iterations=N``: the demo parses it as the pilot does, over its own budget."""
+    out = tmp_path / "demo"
+    bad = CliRunner().invoke(app, ["demo", "--out", str(out), "--budget", "iterations=0"])
+    assert isinstance(bad.exception, ConfigError)  # exit 2 and one line from the CLI's main
+    assert str(bad.exception).startswith("--budget: TrainConfig.iterations")
+    assert not out.exists()  # refused before the toy data is written
+    args = ["demo", "--out", str(out), "--seeds", "1", "--jobs", "1", "--budget",
+            "iterations=2,batch=2,warmup=0,model_kwargs={channels: [4, 8]}"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    budget = json.loads((out / "pilot/results.json").read_text())["budget"]
+    # the overrides, over the demo's own crop (64), not the pilot's default (128)
+    assert (budget["iterations"], budget["batch_size"], budget["crop"]) == (2, 2, 64)
+    # another budget into the same folder is refused, naming what changed, before any run
+    args[args.index("--budget") + 1] = (
+        "iterations=3,batch=2,warmup=0,model_kwargs={channels: [4, 8]}"
+    )
+    other = CliRunner().invoke(app, args)
+    assert isinstance(other.exception, OutputExistsError)
+    assert "(budget: not the same)" in str(other.exception)
+    assert json.loads((out / "pilot/results.json").read_text())["budget"]["iterations"] == 2

@@ -20,6 +20,14 @@ from synth2real.cli.common import (
 )
 from synth2real.segment.config import DEFAULT_MODEL
 
+# The training budget of the commands that run a pilot (pilot, demo).
+BudgetOpt = option(
+    list[str] | None,
+    "--budget",
+    "Training budget overrides KEY=VALUE with the keys and forms of train --set, "
+    "repeatable or comma-separated, e.g. --budget iterations=600 --budget crop=256x512.",
+)
+
 
 def pilot_cmd(
     source: option(Path, "--source", help="Labelled synthetic images (dataset folder)."),
@@ -57,12 +65,7 @@ def pilot_cmd(
         "--quick",
         help="Short training budget for a first look (cannot separate close methods).",
     ) = False,
-    budget: option(
-        list[str] | None,
-        "--budget",
-        help="Training budget overrides KEY=VALUE with the keys and forms of train --set, "
-        "repeatable or comma-separated, e.g. --budget iterations=600 --budget crop=256x512.",
-    ) = None,
+    budget: BudgetOpt = None,
     real_ratio: option(
         float,
         "--real-ratio",
@@ -181,12 +184,17 @@ def demo_cmd(
     jobs: option(
         str, "--jobs", help="Training runs at once: N or auto (see pilot --help)."
     ) = "auto",
+    budget: BudgetOpt = None,
 ) -> None:
     """Run the pilot on the embedded toy data (no download, a few minutes on CPU)."""
     omp_passive()
-    from synth2real.pilot.demo import check_demo_folder, run_demo
+    from synth2real.pilot import parse_budget
+    from synth2real.pilot.demo import DEMO_BUDGET, check_demo_folder, run_demo
     from synth2real.pilot.devices import parse_jobs
 
+    settings = parse_budget(budget, DEMO_BUDGET)
     check_demo_folder(out)  # before --jobs auto looks for a GPU (torch)
-    result = run_demo(out, seeds=seeds, device=device, jobs=parse_jobs(jobs, device))
+    result = run_demo(
+        out, seeds=seeds, budget=settings, device=device, jobs=parse_jobs(jobs, device)
+    )
     Console(soft_wrap=True).print(f"\n[bold]demo report[/]: {escape(str(result.report.resolve()))}")

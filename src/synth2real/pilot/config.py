@@ -443,8 +443,8 @@ def check_out(out: Path, cfg: PilotConfig, resume: bool) -> None:
             diff = [k for k in diff if k not in UNLABELED_KEYS]  # once given, it is fixed
         if diff:
             raise OutputExistsError(
-                f"{out} holds a pilot with other settings ({', '.join(diff)} differ); the budget and data "
-                "must stay fixed within one pilot: choose another --out"
+                f"{out} holds a pilot with other settings ({', '.join(diff)}: not the same); "
+                "the budget and data must stay fixed within one pilot: choose another --out"
             )
     elif not is_empty(out) and not resume:  # (the pilot's own lock file does not count)
         raise OutputExistsError(f"{out} exists and is not empty; choose another --out")

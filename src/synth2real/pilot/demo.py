@@ -14,7 +14,7 @@ from rich.console import Console
 
 from synth2real.errors import ConfigError
 from synth2real.guard import check_output, is_empty, is_lock_file
-from synth2real.pilot.config import PilotConfig
+from synth2real.pilot.config import PilotConfig, check_recipes
 from synth2real.pilot.runner import PilotResult, run_pilot
 
 #: Methods the demo compares (those not registered are skipped).
@@ -58,12 +58,6 @@ def run_demo(
     out = Path(out)
     check_demo_folder(out)  # the pilot (into out/pilot) holds its own lock
     data = out / "data"
-    if not (data / "real_test").is_dir():
-        from synth2real.data.demo import make_demo_data
-
-        if progress:
-            console.print(f"[bold]demo[/]: writing toy data to {data}")
-        make_demo_data(data, seed=0)
     available = set(list_methods())
     chosen = [m for m in (methods or DEMO_METHODS) if m in available]
     cfg = PilotConfig(
@@ -77,6 +71,13 @@ def run_demo(
         device=device,
         jobs=jobs,
     )
+    check_recipes(cfg)  # a bad budget is refused before the toy data is written
+    if not (data / "real_test").is_dir():
+        from synth2real.data.demo import make_demo_data
+
+        if progress:
+            console.print(f"[bold]demo[/]: writing toy data to {data}")
+        make_demo_data(data, seed=0)
     return run_pilot(cfg, out / "pilot", resume=True, progress=progress)
 
 
