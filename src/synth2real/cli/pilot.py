@@ -25,7 +25,8 @@ BudgetOpt = option(
     list[str] | None,
     "--budget",
     "Training budget overrides KEY=VALUE with the keys and forms of train --set, "
-    "repeatable or comma-separated, e.g. --budget iterations=600 --budget crop=256x512.",
+    "repeatable or comma-separated, e.g. --budget iterations=600 --budget crop=256x512; "
+    "the budget as trained is printed before the runs start.",
 )
 
 
