@@ -300,7 +300,7 @@ def longer_budget_note(iterations: int | None) -> str:
     return (
         "Nothing won by more than the seed spread at this budget, and a longer one can "
         "change that: on the cracks benchmark twice the steps (2000 instead of 1000) raised "
-        "every setting by 0.04 to 0.10 crack IoU and made the synthetic data win "
+        "every setting by 0.03 to 0.10 crack IoU and made the synthetic data win "
         "(synth2real's docs/RESULTS.md). Before concluding, rerun with twice the iterations "
         f"({rerun})."
     )
