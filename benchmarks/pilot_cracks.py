@@ -2,9 +2,10 @@
 """The docs/BENCHMARK.md pilot protocol on the cracks set; writes docs/RESULTS.md.
 
     python benchmarks/pilot_cracks.py --quick            # < 15 min on 2 quiet CPU cores
-    python benchmarks/pilot_cracks.py --full             # 55 min on 2 CPU cores (measured)
+    python benchmarks/pilot_cracks.py --full             # 45 min on a 2-core Xeon (measured)
     python benchmarks/pilot_cracks.py --full --device cuda
-    python benchmarks/pilot_cracks.py --recipes [--iterations N]   # mix, finetune, selftrain: 78 min
+    python benchmarks/pilot_cracks.py --recipes [--iterations N]   # mix, finetune, selftrain: 61 min
+    python benchmarks/pilot_cracks.py --recipes-long     # the recipes at 2000 steps: about 2 h
 
 Source: the 1158 synthetic images of ``source_synthetic``; references: the 10
 ``references`` of ``splits.json`` (from ``validation/``); test: the 60 ``test`` images,
