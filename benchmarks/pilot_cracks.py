@@ -521,10 +521,12 @@ def refresh_verdicts(results_dir: Path) -> None:
 
 
 def render_results_md(results_dir: Path) -> str:
+    where = results_dir.resolve()
+    where = where.relative_to(REPO) if where.is_relative_to(REPO) else where
     parts = [
         "# Results: the pilot on the cracks set",
         "",
-        "Written by `benchmarks/pilot_cracks.py` from `docs/results/cracks_*.json` (never by hand). "
+        f"Written by `benchmarks/pilot_cracks.py` from `{where}/cracks_*.json` (never by hand). "
         "Protocol: the project's BENCHMARK.md (settings source-only, real-only, source+real, "
         "translated, translated+real; see docs/PILOT.md). A method **wins** when translated+real beats both "
         "source+real and real-only on cracks IoU by more than the seed spread (the larger "

@@ -71,6 +71,10 @@ def test_results_md_is_rendered_from_the_json(tmp_path):
     assert "`reinhard`: **wins**" in md and "`fda`: **hurts**" in md
     assert "Test CPU (2 cores" in md and "iterations=10" in md and "13.5 min" in md
     assert "Seeds**: 0, 1, 2" in md
+    assert f"from `{tmp_path.resolve()}/cracks_*.json`" in md  # the folder it was read from
+    assert "from `docs/results/cracks_*.json`" in bench.render_results_md(
+        bench.REPO / "docs/results"
+    )
     assert "No results yet" in bench.render_results_md(tmp_path / "empty")
 
 
