@@ -325,7 +325,8 @@ def _secs(v) -> str:
     return f"{v * 1000:.0f} ms" if v < 1 else (f"{v:.0f} s" if v < 600 else f"{v / 60:.1f} min")
 
 
-def render_mode(res: dict) -> str:
+def render_mode(res: dict, where: str = "docs/results") -> str:
+    """One mode's section; ``where``: the folder its JSON file is in, as the reader sees it."""
     b = res["benchmark"]
     cfg = res["config"]
     lines = [f"## {b['mode']} mode", ""]
@@ -334,7 +335,7 @@ def render_mode(res: dict) -> str:
         f"- **Machine**: {describe_machine(res['machine'])}.",
         f"- **Model and budget** (identical for every run): {cfg['model']}, "
         + ", ".join(f"{k}={json.dumps(v)}" for k, v in cfg["budget"].items())
-        + f"; all fields in `docs/results/cracks_{b['mode']}.json`.",
+        + f"; all fields in `{where}/cracks_{b['mode']}.json`.",
         f"- **Seeds**: {', '.join(map(str, cfg['seeds']))}. Mean ± std [min..max] over seeds.",
         f"- **Parallelism**: {cfg.get('jobs', 1)} training run(s) at a time"
         + (
@@ -407,8 +408,7 @@ def render_mode(res: dict) -> str:
             "",
             f"This mode trains every recipe for "
             f"{cfg['budget'].get('iterations')} steps per run ({full_iters} in the recipes "
-            "mode) to see whether a recipe's effect grows with the budget; the next section "
-            "compares the two.",
+            "mode) to see whether a recipe's effect grows with the budget.",
         ]
     if b["mode"] == "quick":
         lines += [
@@ -544,7 +544,7 @@ def render_results_md(results_dir: Path) -> str:
         path = results_dir / f"cracks_{mode}.json"
         if path.is_file():
             res = json.loads(path.read_text(encoding="utf-8"))
-            parts.append(render_mode(res))
+            parts.append(render_mode(res, str(where)))
             prev = results_dir / f"cracks_{mode}_previous.json"
             if prev.is_file():
                 parts.append(render_default_change(res, json.loads(prev.read_text("utf-8"))))

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from synth2real.pilot.verdict import decide, longer_budget_note, stat
+from synth2real.pilot.stats import Comparison
+from synth2real.pilot.verdict import _short_by, decide, longer_budget_note, stat
 from tests.pilot.fakes import fake_runs, plan_means
 
 BASE = {("source-only", None): 0.30, ("real-only", None): 0.35, ("source+real", None): 0.40}
@@ -98,6 +99,16 @@ def test_missing_runs_make_a_method_incomplete():
     assert v.methods["m"].status == "incomplete"
     assert "real-only" in v.methods["m"].summary
     assert any("Incomplete" in n for n in v.notes)
+
+
+def test_a_margin_just_under_the_spread_is_not_short_by_zero():
+    """Measured on cracks (5 seeds): +0.0487 against a spread of 0.0489 printed as
+    'short by 0.000', which reads as a win; a tie does not clear the bar either."""
+    assert _short_by(Comparison("a", "b", margin=0.0487, spread=0.0489)) == (
+        "short by less than 0.001"
+    )
+    assert _short_by(Comparison("a", "b", margin=0.05, spread=0.05)) == "short by less than 0.001"
+    assert _short_by(Comparison("a", "b", margin=0.030, spread=0.048)) == "short by 0.018"
 
 
 def test_single_seed_is_flagged():

@@ -239,7 +239,7 @@ def synthetic_question(stats: dict, methods: Sequence[str], label: str) -> Quest
         by_recipe[rec] = f"{display_key(c)}: {w.margin:+.3f} {label} against {w.b} " + (
             f"(seed spread {w.spread:.3f}), beating every baseline"
             if slack(c) > 0
-            else f"(seed spread {w.spread:.3f}), short by {w.spread - w.margin:.3f}"
+            else f"(seed spread {w.spread:.3f}), {_short_by(w)}"
         )
     winners = sorted(
         (c for c in cands if all(x.beats for x in comps[c])), key=lambda c: -stats[c].mean
@@ -255,9 +255,16 @@ def synthetic_question(stats: dict, methods: Sequence[str], label: str) -> Quest
     summary = (
         f"No: no run on synthetic data beats {base_names} by more than the seed spread. "
         f"Closest: {display_key(c)} at {fmt_stat(stats[c])}, {w.margin:+.3f} {label} "
-        f"against {w.b} (seed spread {w.spread:.3f}), short by {w.spread - w.margin:.3f}."
+        f"against {w.b} (seed spread {w.spread:.3f}), {_short_by(w)}."
     )
     return Question(q, "no", summary, c, comps[c], by_recipe)
+
+
+def _short_by(w: Comparison) -> str:
+    """How far a margin falls short of the spread; one that rounds to 0.000 says so
+    (a tie with the spread does not clear it: the margin must be larger)."""
+    gap = w.spread - w.margin
+    return f"short by {gap:.3f}" if round(gap, 3) > 0 else "short by less than 0.001"
 
 
 def translation_question(stats: dict, methods: Sequence[str], label: str) -> Question:
