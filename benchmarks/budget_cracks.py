@@ -5,13 +5,15 @@
     python benchmarks/budget_cracks.py --set class_weighting=frequency --tag _freq_ce
     python benchmarks/budget_cracks.py --set cpu_amp=false --paths default,candidate  # both now
     python benchmarks/budget_cracks.py --set cpu_amp=false --quick  # 60 steps, 1 seed: checks the script
+    python benchmarks/budget_cracks.py --real-ratio 0.25 --tag _ratio0.25  # the pilot's --real-ratio
     python benchmarks/budget_cracks.py --render-only  # rewrite every .md from its .json
 
 Runs the pilot's three baseline settings (source-only, real-only, source+real) on the
 cracks set with the full budget of ``benchmarks/pilot_cracks.py`` (1000 steps of 8 crops
 of 128 px, images at a 256 px shorter side), two runs at a time with one thread each, once
 per path: ``default`` (the full budget as it is) and/or ``candidate`` (the same budget with
-the ``--set`` changes (required), parsed as ``train --set`` parses them).
+the ``--set`` changes, parsed as ``train --set`` parses them, and/or the pilot's
+``--real-ratio``; one of the two is required).
 A path not run here is read from ``docs/results/cracks_full.json`` (the same budget,
 seeds and data, trained by ``pilot_cracks.py --full``) when that file has the same budget
 and model, so the default compares the candidate against the committed numbers. For each
@@ -49,9 +51,9 @@ SETTINGS = ("source-only", "real-only", "source+real")
 OUT = REPO / "docs" / "benchmarks"
 
 
-def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
-    """Train the baselines with ``budget`` (already holding the path's changes); the
-    pilot's run records."""
+def run_path(path: str, args: argparse.Namespace, budget: dict, real_ratio: float) -> dict:
+    """Train the baselines with ``budget`` (already holding the path's changes) and the
+    pilot's ``real_ratio``; the pilot's run records."""
     from synth2real.pilot import PilotConfig, run_pilot
 
     cfg = PilotConfig(
@@ -59,6 +61,7 @@ def run_path(path: str, args: argparse.Namespace, budget: dict) -> dict:
         methods=["none"],
         seeds=args.seeds,
         budget=budget,
+        real_ratio=real_ratio,
         model=DEFAULT_MODEL,
         device="cpu",
         jobs=args.jobs,
@@ -102,8 +105,9 @@ def finished_so_far(path: str, args: argparse.Namespace) -> dict | None:
     }
 
 
-def committed_default(budget: dict) -> dict | None:
-    """The baselines of docs/results/cracks_full.json when trained with ``budget``."""
+def committed_default(budget: dict, real_ratio: float) -> dict | None:
+    """The baselines of docs/results/cracks_full.json when trained with ``budget`` and
+    ``real_ratio``."""
     path = REPO / "docs" / "results" / "cracks_full.json"
     if not path.is_file():
         return None
@@ -112,6 +116,7 @@ def committed_default(budget: dict) -> dict | None:
     same = (
         runs
         and d["config"].get("model") == DEFAULT_MODEL
+        and d["config"].get("real_ratio") == real_ratio
         and all(all(r["budget"].get(k) == v for k, v in budget.items()) for r in runs)
     )
     if not same:
@@ -224,6 +229,7 @@ def render_only() -> None:
 
 
 def main() -> None:
+    from synth2real.pilot import PilotConfig
     from synth2real.segment.config import parse_settings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -244,6 +250,12 @@ def main() -> None:
         help="default,candidate (default: candidate; the default path is read "
         "from docs/results/cracks_full.json when not run)",
     )
+    ap.add_argument(
+        "--real-ratio",
+        type=float,
+        help="the candidate's pilot --real-ratio (share of each +real batch drawn from "
+        "the references; the default path keeps the pilot's default)",
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--cracks", default=str(default_cracks()))
@@ -259,13 +271,18 @@ def main() -> None:
     if args.render_only:
         render_only()
         return
-    if not args.set:
-        ap.error("--set KEY=VALUE is required (or --render-only)")
+    if not args.set and args.real_ratio is None:
+        ap.error("--set KEY=VALUE or --real-ratio R is required (or --render-only)")
     args.mode = "quick" if args.quick else "full"
     budget = dict(MODES["full"]["budget"])
     if args.quick:
         budget["iterations"], args.seeds = 60, "0"
-    change = args.change = parse_settings(args.set)
+    settings = parse_settings(args.set or [])
+    default_ratio = PilotConfig.__dataclass_fields__["real_ratio"].default
+    ratio = default_ratio if args.real_ratio is None else args.real_ratio
+    # what the candidate changes, as written in the files; real_ratio is the pilot's, not
+    # a budget key
+    change = args.change = {**settings, **({"real_ratio": ratio} if ratio != default_ratio else {})}
     args.seeds = [int(s) for s in str(args.seeds).split(",")]
     start = machine_info("cpu")
     p = {
@@ -282,13 +299,16 @@ def main() -> None:
         "paths": {},
     }
     wanted = [x.strip() for x in args.paths.split(",") if x.strip()]
-    for path, b in (("default", budget), ("candidate", {**budget, **change})):
+    for path, b, r in (
+        ("default", budget, default_ratio),
+        ("candidate", {**budget, **settings}, ratio),
+    ):
         if args.finished_only and path in wanted:
             got = finished_so_far(path, args)
         elif path in wanted:
-            got = run_path(path, args, b)
+            got = run_path(path, args, b, r)
         else:
-            got = committed_default(budget) if path == "default" else None
+            got = committed_default(budget, default_ratio) if path == "default" else None
         if got is not None:
             got["runs"] = [r for r in got["runs"] if r["seed"] in args.seeds]
             got["summary"] = summarise(got["runs"])
