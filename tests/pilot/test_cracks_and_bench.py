@@ -385,3 +385,15 @@ def test_budget_cracks_says_the_candidates_training_time_as_a_factor_of_the_defa
     assert "- real-only: candidate - default = +0.100 crack IoU" in md
     assert "training time per run x2.00 the default's." in md
     assert json.loads((tmp_path / "budget_cracks_t.json").read_text())["comparison"] == comparison
+
+
+def test_budget_cracks_reuses_the_committed_default_only_with_its_real_ratio():
+    """A --real-ratio candidate is compared against committed runs trained with the
+    pilot's default ratio; committed runs of another ratio are never passed off as the
+    default."""
+    bench = _bench_module("budget_cracks")
+    budget = dict(bench.MODES["full"]["budget"])
+    got = bench.committed_default(budget, 0.5)
+    assert got is not None and {r["setting"] for r in got["runs"]} == set(bench.SETTINGS)
+    assert bench.committed_default(budget, 0.25) is None
+    assert bench.committed_default({**budget, "iterations": 7}, 0.5) is None
