@@ -174,6 +174,38 @@ def test_changed_budget_or_data_refuses_to_resume(tiny, tmp_path):
         run_pilot(config(paths, real_ratio=0.25), out, resume=True, progress=False)
 
 
+def test_a_longer_rerun_in_a_new_out_reuses_the_first_pilots_translations(
+    tiny, tmp_path, monkeypatch
+):
+    """What the verdict's longer-budget note says: a new --out with --cache-dir set to the
+    first pilot's --out trains again but translates nothing, and leaves the first pilot's
+    files as they were."""
+    import synth2real.translate as translate_pkg
+
+    paths, out0, _ = tiny
+    first = tmp_path / "first"
+    shutil.copytree(out0, first)
+
+    def files(root: Path) -> dict[str, tuple[int, int]]:
+        return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in root.rglob("*") if p.is_file()}  # fmt: skip
+
+    before = files(first)
+    calls = []
+    real_translate = translate_pkg.translate_dataset
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real_translate(*a, **kw)
+
+    monkeypatch.setattr(translate_pkg, "translate_dataset", counting)
+    longer = config(paths, seeds=1, budget={**TINY_BUDGET, "iterations": 6}, cache_dir=first)
+    r = run_pilot(longer, tmp_path / "second", progress=False, estimate=False)
+    assert r.ran == 7 and {run["iterations"] for run in r.results["runs"]} == {6}
+    assert not calls and not any((tmp_path / "second").glob("translated*"))
+    assert files(first) == before  # read as a cache, not written
+
+
 def test_bad_settings_fail_before_any_work(tmp_path):
     paths = make_tiny_pilot_data(tmp_path / "data")
     with pytest.raises(ConfigError, match="unknown method"):

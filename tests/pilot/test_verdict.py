@@ -124,7 +124,8 @@ def test_a_verdict_where_nothing_won_suggests_a_longer_budget():
     # the rerun it suggests doubles the steps the runs trained
     tie = [{**r, "iterations": 300} for r in tie]
     note = longer_budget_note(300)
-    assert note.endswith("(--budget iterations=600).")
+    assert "(--budget iterations=600) into a new --out" in note
+    assert note.endswith("reuses its translations.")
     assert note in decide(tie, ["m"], "iou:cracks").notes
     no_steps = [{k: v for k, v in r.items() if k != "iterations"} for r in tie]
     assert longer_budget_note(None) in decide(no_steps, ["m"], "iou:cracks").notes

@@ -309,7 +309,8 @@ def longer_budget_note(iterations: int | None) -> str:
         "change that: on the cracks benchmark twice the steps (2000 instead of 1000) raised "
         "every setting by 0.03 to 0.10 crack IoU and made the synthetic data win "
         "(synth2real's docs/RESULTS.md). Before concluding, rerun with twice the iterations "
-        f"({rerun})."
+        f"({rerun}) into a new --out (a pilot's budget is fixed); --cache-dir set to this "
+        "pilot's --cache-dir, or to its --out if it had none, reuses its translations."
     )
 
 
