@@ -16,7 +16,7 @@ the ``--set`` changes, parsed as ``train --set`` parses them, and/or the pilot's
 ``--real-ratio``; one of the two is required).
 A path not run here is read from ``docs/results/cracks_full.json`` (the same budget,
 seeds and data, trained by ``pilot_cracks.py --full``) when that file has the same budget
-and model, so the default compares the candidate against the committed numbers. For each
+and model and real ratio, so the default compares the candidate against the committed numbers. For each
 setting: crack IoU per seed, mean, min..max, train seconds per run; the candidate is
 *within the spread* when its mean lies inside the default's min..max and the difference
 of means is at most the larger of the two seed spreads. Writes
