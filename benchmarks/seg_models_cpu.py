@@ -18,7 +18,9 @@ go into ``segment/models.py`` only if they win):
   with identity shortcut at every coarser level);
 
 and, for both small UNets, cross-entropy weighted by class frequency
-(``class_weighting=frequency``) as the loss choice for thin classes.
+(``class_weighting=frequency``) as the loss choice for thin classes; for small-unet-add
+also DAFormer's rare-class sampling (``rcs=true``, docs/SEGMENT.md) as the sampling
+choice, alone and with the weighted loss.
 
 Data: the cracks set (``../shared/datasets/cracks``: 300 synthetic images + the 10 real
 references mixed 50/50, scored on the test images, the pilot's default budget otherwise:
@@ -157,6 +159,12 @@ CONFIGS = {
     "small-unet-add + frequency-weighted ce": {
         "model": "small-unet-add",
         "class_weighting": "frequency",
+    },
+    "small-unet-add + rcs": {"model": "small-unet-add", "class_weighting": "none", "rcs": True},
+    "small-unet-add + frequency-weighted ce + rcs": {
+        "model": "small-unet-add",
+        "class_weighting": "frequency",
+        "rcs": True,
     },
 }
 

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -502,13 +503,23 @@ def test_rcs_draws_rare_classes_more_and_never_an_image_without_the_class():
     assert [again.draw(rng2) for _ in range(n)] == draws
 
 
+def test_rcs_warns_when_only_two_classes_are_present():
+    two = np.array([[900, 100], [1000, 0], [950, 50]])
+    with pytest.warns(RuntimeWarning, match=r"two classes draws class 1 for 100\.0% of"):
+        RareClassSampler(two, RCSConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RareClassSampler(COUNTS, RCSConfig())  # three classes: no warning
+
+
 def test_rcs_crop_loop_keeps_the_class_or_gives_up_after_the_retries():
     image = np.zeros((64, 64, 3), np.uint8)
     label = np.zeros((64, 64), np.uint8)
     label[:32, :32] = 1  # a quarter of the image: a random 24 px crop holds > 20 px half the time
     cfg = RCSConfig(rcs_min_pixels=40, rcs_min_crop_ratio=0.5)
     counts = class_pixel_counts(label, 2, IGN)[None]
-    sampler = RareClassSampler(counts, cfg)
+    with pytest.warns(RuntimeWarning, match="two classes"):
+        sampler = RareClassSampler(counts, cfg)
     thr = sampler.crop_threshold(1, 0)
     assert thr == 20
     kept, retried = 0, 0

@@ -17,6 +17,7 @@ capped) label maps, computed by :func:`class_pixel_counts`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -103,6 +104,8 @@ class RareClassSampler:
         self.cfg = cfg
         self.probs = class_probabilities(self.counts, cfg.rcs_temperature)
         self.pools = image_pools(self.counts, cfg.rcs_min_pixels)
+        if np.count_nonzero(self.counts.sum(axis=0)) == 2:
+            warn_two_classes(self.probs)
 
     def draw(self, rng: np.random.Generator) -> tuple[int, int]:
         """A class, then uniformly one of its candidate images."""
@@ -115,6 +118,19 @@ class RareClassSampler:
         :class:`RCSConfig`)."""
         held = int(self.counts[image, c])
         return self.cfg.rcs_min_crop_ratio * min(self.cfg.rcs_min_pixels, held)
+
+
+def warn_two_classes(probs: np.ndarray) -> None:
+    """Warn that with two classes RCS puts the rare one in nearly every crop (on cracks
+    the model then over-predicted it: docs/SEGMENT.md, Rare-class sampling)."""
+    c = int(np.argmax(probs))
+    warnings.warn(
+        f"rare-class sampling with two classes draws class {c} for {probs[c]:.1%} of the "
+        "crops, so nearly every crop holds it and the model learns to over-predict it "
+        "(on the cracks benchmark every setting lost with rcs=true; docs/SEGMENT.md)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def crop_with_class(
