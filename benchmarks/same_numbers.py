@@ -13,6 +13,7 @@ Writes docs/benchmarks/same_numbers.md and .json.
 
     python benchmarks/same_numbers.py                      # c61ee5d against HEAD, ~8 min
     python benchmarks/same_numbers.py --before A --after B --after-args ""
+    python benchmarks/same_numbers.py --render-only        # rewrite the .md from the .json
 """
 
 from __future__ import annotations
@@ -111,15 +112,16 @@ def render(result: dict) -> str:
         "10 references and 60 test images; extra arguments before: "
         f"`{result['before_args'] or 'none'}`, after: `{result['after_args'] or 'none'}`.",
         "",
-        "| jobs | run | model | cracks IoU before | cracks IoU after | final loss before "
-        "| final loss after | bit for bit |",
-        "|---|---|---|---|---|---|---|---|",
+        "| jobs | setting | method | seed | model | cracks IoU before | cracks IoU after "
+        "| final loss before | final loss after | bit for bit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for jobs, runs in result["runs"].items():
         for name, pair in runs.items():
             b, a = pair["before"], pair["after"]
+            setting, method, seed = name.split(" | ")  # the run's key, as run_commit makes it
             lines.append(
-                f"| {jobs} | {name} | {a['model']} | {b['iou'].get('cracks')} "
+                f"| {jobs} | {setting} | {method} | {seed.removeprefix('seed ')} | {a['model']} | {b['iou'].get('cracks')} "
                 f"| {a['iou'].get('cracks')} | {b['final_loss']} | {a['final_loss']} "
                 f"| {'yes' if pair['equal'] else 'NO'} |"
             )
@@ -139,7 +141,13 @@ def main() -> None:
     p.add_argument("--cracks", type=Path, default=default_cracks())
     p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--render-only", action="store_true", help="only rewrite the .md from the .json")
     a = p.parse_args()
+    if a.render_only:
+        result = json.loads((a.docs / "same_numbers.json").read_text())
+        atomic_write_text(a.docs / "same_numbers.md", render(result))
+        return
+    commit = git_commit()  # before the runs: the checkout they were started from
     after = subprocess.run(
         ["git", "rev-parse", "--short", a.after], cwd=REPO, check=True,
         capture_output=True, text=True,
@@ -170,7 +178,7 @@ def main() -> None:
     result = {
         "machine": machine,
         "load_end": load_average(),
-        "commit": git_commit(),
+        "commit": commit,
         "before": a.before,
         "after": a.after,
         "after_resolved": after,

@@ -397,3 +397,25 @@ def test_budget_cracks_reuses_the_committed_default_only_with_its_real_ratio():
     assert got is not None and {r["setting"] for r in got["runs"]} == set(bench.SETTINGS)
     assert bench.committed_default(budget, 0.25) is None
     assert bench.committed_default({**budget, "iterations": 7}, 0.5) is None
+
+
+def test_same_numbers_counts_and_marks_runs_that_differ(tmp_path):
+    mod = _bench_module("same_numbers")
+    cmd = mod.pilot_command(tmp_path, tmp_path / "out", "--quick --seeds 2", "--seg-model x", "2")
+    assert cmd[cmd.index("--jobs") + 1] == "2" and cmd[-2:] == ["--seg-model", "x"]
+    assert cmd[cmd.index("--test-names") + 1] == f"{tmp_path / 'splits.json'}:test"
+    run = {"iou": {"cracks": 0.25}, "final_loss": 1.0, "model": "small-unet"}
+    other = {"iou": {"cracks": 0.26}, "final_loss": 1.0, "model": "small-unet"}
+    result = {
+        "machine": "m", "load_end": None, "wall_min": 1.0, "commit": "c", "before": "a",
+        "after": "HEAD", "after_resolved": "b", "before_args": "", "after_args": "--x",
+        "pilot_args": "--quick", "equal": 1, "total": 2,
+        "runs": {"1": {
+            "source-only | - | seed 0": {"before": run, "after": run, "equal": True},
+            "real-only | - | seed 0": {"before": run, "after": other, "equal": False},
+        }},
+    }  # fmt: skip
+    text = mod.render(result)
+    assert "| 1 | source-only | - | 0 | small-unet | 0.25 | 0.25 | 1.0 | 1.0 | yes |" in text
+    assert "| 1 | real-only | - | 0 | small-unet | 0.25 | 0.26 | 1.0 | 1.0 | NO |" in text
+    assert "**1 of 2 runs equal bit for bit**" in text
