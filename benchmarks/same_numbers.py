@@ -11,7 +11,7 @@ Defaults that changed on purpose between the commits are pinned with ``--after-a
 
 Writes docs/benchmarks/same_numbers.md and .json.
 
-    python benchmarks/same_numbers.py                      # c61ee5d against HEAD, ~8 min
+    python benchmarks/same_numbers.py                      # c61ee5d against HEAD, ~40 min on 2 cores
     python benchmarks/same_numbers.py --before A --after B --after-args ""
     python benchmarks/same_numbers.py --render-only        # rewrite the .md from the .json
 """
@@ -121,8 +121,9 @@ def render(result: dict) -> str:
             b, a = pair["before"], pair["after"]
             setting, method, seed = name.split(" | ")  # the run's key, as run_commit makes it
             lines.append(
-                f"| {jobs} | {setting} | {method} | {seed.removeprefix('seed ')} | {a['model']} | {b['iou'].get('cracks')} "
-                f"| {a['iou'].get('cracks')} | {b['final_loss']} | {a['final_loss']} "
+                f"| {jobs} | {setting} | {method} | {seed.removeprefix('seed ')} | {a['model']} "
+                f"| {b['iou'].get('cracks')} | {a['iou'].get('cracks')} "
+                f"| {b['final_loss']} | {a['final_loss']} "
                 f"| {'yes' if pair['equal'] else 'NO'} |"
             )
     lines += ["", f"**{result['equal']} of {result['total']} runs equal bit for bit** "
