@@ -11,7 +11,7 @@ Defaults that changed on purpose between the commits are pinned with ``--after-a
 
 Writes docs/benchmarks/same_numbers.md and .json.
 
-    python benchmarks/same_numbers.py                      # c61ee5d against HEAD, ~40 min on 2 cores
+    python benchmarks/same_numbers.py             # c61ee5d against HEAD, ~40 min on 2 cores
     python benchmarks/same_numbers.py --before A --after B --after-args ""
     python benchmarks/same_numbers.py --render-only        # rewrite the .md from the .json
 """
